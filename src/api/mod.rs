@@ -1,0 +1,3 @@
+//! Wire types. The canonical format inside the gateway is OpenAI Chat Completions.
+
+pub mod openai;

@@ -1,0 +1,291 @@
+//! Value checks and cross-file references, run once at load.
+
+use super::files::*;
+use super::{Config, ConfigError, ConfigIssue, IssueKind};
+
+/// Provider ids that would shadow the gateway's own namespaces.
+pub const RESERVED_IDS: [&str; 6] = [
+    "rotation",
+    "rotations",
+    "autoselect",
+    "autoselections",
+    "v1",
+    "models",
+];
+
+fn invalid(file: &'static str, path: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file,
+        path,
+        message: message.into(),
+    }
+}
+
+pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
+    const A: &str = "aisbf.json";
+    const P: &str = "providers.json";
+    const R: &str = "rotations.json";
+    const S: &str = "autoselect.json";
+
+    if c.server.host.trim().is_empty() {
+        return Err(invalid(A, "server.host".into(), "must not be empty"));
+    }
+    if c.auth.enabled && c.auth.tokens.iter().all(|t| t.is_empty()) {
+        return Err(invalid(
+            A,
+            "auth.tokens".into(),
+            "auth is enabled but no token is configured",
+        ));
+    }
+    if c.limits.max_body_bytes == 0 {
+        return Err(invalid(A, "limits.max_body_bytes".into(), "must be > 0"));
+    }
+    for (field, v) in [
+        ("connect_seconds", c.timeouts.connect_seconds),
+        ("first_byte_seconds", c.timeouts.first_byte_seconds),
+        ("idle_seconds", c.timeouts.idle_seconds),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(invalid(
+                A,
+                format!("timeouts.{field}"),
+                "must be a positive number of seconds",
+            ));
+        }
+    }
+    if c.error_tracking.max_failures == 0 {
+        return Err(invalid(
+            A,
+            "error_tracking.max_failures".into(),
+            "must be >= 1",
+        ));
+    }
+    if !(c.error_tracking.cooldown_seconds.is_finite() && c.error_tracking.cooldown_seconds >= 0.0)
+    {
+        return Err(invalid(
+            A,
+            "error_tracking.cooldown_seconds".into(),
+            "must be >= 0",
+        ));
+    }
+
+    let mut issues = Vec::new();
+    for (id, p) in &c.providers {
+        let at = |f: &str| format!("providers.{id}.{f}");
+        if RESERVED_IDS.contains(&id.as_str()) {
+            return Err(invalid(
+                P,
+                format!("providers.{id}"),
+                format!("'{id}' is reserved for the gateway's own routes; rename the provider"),
+            ));
+        }
+        if id.is_empty() || id.contains('/') {
+            return Err(invalid(
+                P,
+                format!("providers.{id}"),
+                "a provider id must be non-empty and contain no '/'",
+            ));
+        }
+        if let ProviderKind::Unsupported(t) = &p.kind {
+            issues.push(ConfigIssue {
+                kind: IssueKind::Unsupported,
+                file: P,
+                path: at("type"),
+                message: format!(
+                    "provider type '{t}' is not supported by aisbf; provider disabled"
+                ),
+            });
+            continue;
+        }
+        let endpoint = p.endpoint();
+        match reqwest::Url::parse(endpoint) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => {
+                return Err(invalid(
+                    P,
+                    at("endpoint"),
+                    format!("'{endpoint}' is not an http(s) URL"),
+                ))
+            }
+        }
+        check_rate(P, at("rate_limit"), Some(p.rate_limit))?;
+        check_percent(
+            P,
+            at("default_condense_context"),
+            p.default_condense_context,
+        )?;
+        for (i, m) in p.models.iter().enumerate() {
+            check_model(P, &format!("providers.{id}.models[{i}]"), m)?;
+        }
+    }
+
+    for (name, r) in &c.rotations {
+        if r.providers.is_empty() {
+            issues.push(unresolved(
+                R,
+                format!("rotations.{name}.providers"),
+                "no providers",
+            ));
+        }
+        for (i, rp) in r.providers.iter().enumerate() {
+            let at = format!("rotations.{name}.providers[{i}]");
+            match c.providers.get(&rp.provider_id) {
+                None => issues.push(unresolved(
+                    R,
+                    format!("{at}.provider_id"),
+                    format!(
+                        "unknown provider '{}' (not in providers.json)",
+                        rp.provider_id
+                    ),
+                )),
+                Some(p) if matches!(p.kind, ProviderKind::Unsupported(_)) => {
+                    issues.push(unresolved(
+                        R,
+                        format!("{at}.provider_id"),
+                        format!("provider '{}' has an unsupported type", rp.provider_id),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if rp.models.is_empty() {
+                issues.push(unresolved(R, format!("{at}.models"), "no models"));
+            }
+            if let Some(w) = rp.weight {
+                check_weight(R, format!("{at}.weight"), w)?;
+            }
+            for (j, m) in rp.models.iter().enumerate() {
+                check_model(R, &format!("{at}.models[{j}]"), m)?;
+            }
+        }
+    }
+
+    for (name, a) in &c.autoselect {
+        let at = |f: &str| format!("autoselect.{name}.{f}");
+        if a.available_models.is_empty() {
+            issues.push(unresolved(
+                S,
+                at("available_models"),
+                "no models to choose from",
+            ));
+        }
+        match &a.fallback {
+            None => issues.push(unresolved(S, at("fallback"), "missing")),
+            Some(f) if !target_exists(c, f) => issues.push(unresolved(
+                S,
+                at("fallback"),
+                format!("'{f}' is neither a rotation nor provider/model"),
+            )),
+            Some(_) => {}
+        }
+        if let Some(sel) = &a.selection_model {
+            if !target_exists(c, sel) {
+                issues.push(unresolved(
+                    S,
+                    at("selection_model"),
+                    format!("'{sel}' is neither a rotation nor provider/model"),
+                ));
+            }
+        }
+        for (i, m) in a.available_models.iter().enumerate() {
+            if !target_exists(c, &m.model_id) {
+                issues.push(unresolved(
+                    S,
+                    format!("autoselect.{name}.available_models[{i}].model_id"),
+                    format!("'{}' is neither a rotation nor provider/model", m.model_id),
+                ));
+            }
+        }
+    }
+
+    if let Some(cond) = &c.condensation {
+        if let Some(pid) = &cond.provider_id {
+            if !c.providers.contains_key(pid) {
+                issues.push(unresolved(
+                    P,
+                    "condensation.provider_id".into(),
+                    format!("unknown provider '{pid}'"),
+                ));
+            }
+        }
+        if let Some(rid) = &cond.rotation_id {
+            if !c.rotations.contains_key(rid) {
+                issues.push(unresolved(
+                    P,
+                    "condensation.rotation_id".into(),
+                    format!("unknown rotation '{rid}'"),
+                ));
+            }
+        }
+    }
+
+    c.issues = issues;
+    Ok(())
+}
+
+/// A target named in autoselect: a rotation (bare, `rotation/`, `rotations/`) or a
+/// `provider/model` whose provider is configured and supported.
+pub fn target_exists(c: &Config, target: &str) -> bool {
+    let bare = target
+        .strip_prefix("rotation/")
+        .or_else(|| target.strip_prefix("rotations/"))
+        .unwrap_or(target);
+    if c.rotations.contains_key(bare) {
+        return true;
+    }
+    match target.split_once('/') {
+        Some((pid, model)) if !model.is_empty() => c
+            .providers
+            .get(pid)
+            .is_some_and(|p| !matches!(p.kind, ProviderKind::Unsupported(_))),
+        _ => false,
+    }
+}
+
+fn unresolved(file: &'static str, path: String, message: impl Into<String>) -> ConfigIssue {
+    ConfigIssue {
+        kind: IssueKind::Unresolved,
+        file,
+        path,
+        message: message.into(),
+    }
+}
+
+fn check_model(file: &'static str, at: &str, m: &ModelConfig) -> Result<(), ConfigError> {
+    if m.name.trim().is_empty() {
+        return Err(invalid(file, format!("{at}.name"), "must not be empty"));
+    }
+    check_percent(file, format!("{at}.condense_context"), m.condense_context)?;
+    check_rate(file, format!("{at}.rate_limit"), m.rate_limit)?;
+    if let Some(w) = m.weight {
+        check_weight(file, format!("{at}.weight"), w)?;
+    }
+    if m.context_size == Some(0) {
+        return Err(invalid(file, format!("{at}.context_size"), "must be > 0"));
+    }
+    Ok(())
+}
+
+fn check_percent(file: &'static str, at: String, v: Option<f64>) -> Result<(), ConfigError> {
+    match v {
+        Some(p) if !(0.0..=100.0).contains(&p) => Err(invalid(
+            file,
+            at,
+            format!("{p} is not a percentage (0-100)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_rate(file: &'static str, at: String, v: Option<f64>) -> Result<(), ConfigError> {
+    match v {
+        Some(r) if !(r.is_finite() && r >= 0.0) => Err(invalid(file, at, "must be >= 0 seconds")),
+        _ => Ok(()),
+    }
+}
+
+fn check_weight(file: &'static str, at: String, w: f64) -> Result<(), ConfigError> {
+    if !(w.is_finite() && w >= 0.0) {
+        return Err(invalid(file, at, "weight must be >= 0"));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The HTTP plumbing every provider shares: the pooled client, key lookup, timeouts, and the
+//! mapping of transport failures and error statuses to `ProviderError`.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+use super::{ChatOutcome, Phase, Provider, ProviderError, Timeouts};
+use crate::api::openai::{ChatRequest, ModelInfo};
+use crate::config::{ApiKey, ProviderConfig};
+use crate::secret::Secret;
+
+/// One configured upstream: where it is, how to authenticate, and the shared client.
+#[derive(Clone)]
+pub struct Upstream {
+    pub id: String,
+    pub endpoint: String,
+    key: ApiKey,
+    pub client: reqwest::Client,
+    pub timeouts: Timeouts,
+    /// Configured model names, the fallback of `models()` when the list endpoint fails.
+    pub configured_models: Vec<String>,
+    /// Per-model `max_tokens` defaults (Anthropic requires the field).
+    pub model_max_tokens: Vec<(String, u32)>,
+}
+
+impl Upstream {
+    pub fn new(p: &ProviderConfig, client: reqwest::Client, timeouts: Timeouts) -> Self {
+        Upstream {
+            id: p.id.clone(),
+            endpoint: p.endpoint().to_string(),
+            key: p.api_key.clone(),
+            client,
+            timeouts,
+            configured_models: p.models.iter().map(|m| m.name.clone()).collect(),
+            model_max_tokens: p
+                .models
+                .iter()
+                .filter_map(|m| m.max_tokens.map(|t| (m.name.clone(), t)))
+                .collect(),
+        }
+    }
+
+    /// The configured key; `None` when the provider needs none.
+    pub fn key(&self) -> Result<Option<&Secret>, ProviderError> {
+        match &self.key {
+            ApiKey::None => Ok(None),
+            ApiKey::Value(s) => Ok(Some(s)),
+            ApiKey::MissingEnv(var) => Err(ProviderError::MissingKey {
+                provider: self.id.clone(),
+                var: var.clone(),
+            }),
+        }
+    }
+
+    pub fn max_tokens_for(&self, model: &str) -> Option<u32> {
+        self.model_max_tokens
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, t)| *t)
+    }
+
+    /// Sends the request and waits for the response head within the first-byte timeout.
+    /// Error statuses become `ProviderError`s carrying the upstream's own message.
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, ProviderError> {
+        let resp = match tokio::time::timeout(self.timeouts.first_byte, req.send()).await {
+            Err(_) => return Err(ProviderError::Timeout(Phase::FirstByte)),
+            Ok(Err(e)) => return Err(transport_error(e)),
+            Ok(Ok(resp)) => resp,
+        };
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.error_from_response(resp).await)
+    }
+
+    /// Reads a whole (non-stream) body, each read bounded by the idle timeout.
+    pub async fn read_body(&self, resp: Response) -> Result<bytes::Bytes, ProviderError> {
+        match tokio::time::timeout(self.timeouts.first_byte, resp.bytes()).await {
+            Err(_) => Err(ProviderError::Timeout(Phase::Idle)),
+            Ok(Err(e)) => Err(transport_error(e)),
+            Ok(Ok(b)) => Ok(b),
+        }
+    }
+
+    async fn error_from_response(&self, resp: Response) -> ProviderError {
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let body = tokio::time::timeout(self.timeouts.idle, resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let (message, kind, code) = error_fields(&body, status);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return ProviderError::RateLimited {
+                retry_after,
+                message,
+            };
+        }
+        ProviderError::Upstream {
+            status: status.as_u16(),
+            message,
+            kind,
+            code,
+        }
+    }
+}
+
+/// reqwest's errors name the URL; ours must not (a key could sit in a query string).
+pub fn transport_error(e: reqwest::Error) -> ProviderError {
+    let timeout = e.is_timeout();
+    let connect = e.is_connect();
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    if timeout {
+        ProviderError::Timeout(if connect {
+            Phase::Connect
+        } else {
+            Phase::FirstByte
+        })
+    } else if connect {
+        ProviderError::Connect(msg)
+    } else {
+        ProviderError::Protocol(msg)
+    }
+}
+
+/// The message, type and code of an upstream error body in any of the native shapes:
+/// OpenAI/Anthropic `{"error":{"message","type"}}`, Gemini `{"error":{"message","status"}}`,
+/// Ollama `{"error":"..."}`, or plain text.
+pub fn error_fields(body: &[u8], status: StatusCode) -> (String, Option<String>, Option<String>) {
+    let fallback = || {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() {
+            status.to_string()
+        } else {
+            text.chars().take(500).collect()
+        }
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (fallback(), None, None);
+    };
+    let err = v.get("error").unwrap_or(&v);
+    if let Some(s) = err.as_str() {
+        return (s.to_string(), None, None);
+    }
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(fallback);
+    let kind = err
+        .get("type")
+        .or_else(|| err.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let code = match err.get("code") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    (message, kind, code)
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Placeholder registered for provider types whose adapter is not built yet.
+pub struct NotYetServed(pub Upstream);
+
+#[async_trait]
+impl Provider for NotYetServed {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+    async fn chat(&self, _req: &ChatRequest, _model: &str) -> Result<ChatOutcome, ProviderError> {
+        Err(ProviderError::Unsupported(self.0.id.clone()))
+    }
+    async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
+        Err(ProviderError::Unsupported(self.0.id.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_shapes_of_each_provider() {
+        let s = StatusCode::BAD_REQUEST;
+        let openai = br#"{"error":{"message":"bad model","type":"invalid_request_error","code":"model_not_found"}}"#;
+        assert_eq!(
+            error_fields(openai, s),
+            (
+                "bad model".into(),
+                Some("invalid_request_error".into()),
+                Some("model_not_found".into())
+            )
+        );
+        let anthropic =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(error_fields(anthropic, s).0, "Overloaded");
+        let gemini =
+            br#"{"error":{"code":400,"message":"API key not valid","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(
+            error_fields(gemini, s),
+            (
+                "API key not valid".into(),
+                Some("INVALID_ARGUMENT".into()),
+                Some("400".into())
+            )
+        );
+        assert_eq!(
+            error_fields(br#"{"error":"model not found"}"#, s).0,
+            "model not found"
+        );
+        assert_eq!(error_fields(b"oops", s).0, "oops");
+        assert_eq!(error_fields(b"", s).0, "400 Bad Request");
+    }
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let future = SystemTime::now() + Duration::from_secs(60);
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(future).parse().unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(55) && d <= Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,174 @@
+//! Providers: the trait every upstream implements, its error type, and the registry.
+//! One file per provider; a new provider is one file plus one line in `build`.
+
+pub mod http;
+pub mod openai;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::api::openai::{ChatRequest, ChatResponse, ModelInfo, Usage};
+use crate::config::{Config, ProviderConfig, ProviderKind};
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn id(&self) -> &str;
+    /// Sends `req` to the upstream as `model`. A stream is returned as soon as the upstream
+    /// answered with a success status; the caller peeks its first item before committing.
+    async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError>;
+    async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError>;
+}
+
+pub type ChatStream = BoxStream<'static, Result<StreamItem, ProviderError>>;
+
+pub enum ChatOutcome {
+    Complete(ChatResponse),
+    Stream(ChatStream),
+}
+
+/// One item of a translated stream.
+#[derive(Debug)]
+pub enum StreamItem {
+    /// The JSON of one `chat.completion.chunk`, forwarded as one `data:` event.
+    Chunk(Bytes),
+    /// The end of the answer: what the final usage chunk is built from. `usage` is the
+    /// upstream's own count when it sent one; `chunks` the number of content deltas seen.
+    End(StreamEnd),
+}
+
+#[derive(Debug, Default)]
+pub struct StreamEnd {
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+    pub usage: Option<Usage>,
+    pub content_chunks: u64,
+}
+
+/// When in the exchange a timeout hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    FirstByte,
+    Idle,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connecting",
+            Phase::FirstByte => "waiting for the first byte",
+            Phase::Idle => "waiting for the next stream event",
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream timed out {0}")]
+    Timeout(Phase),
+    /// An error status from the upstream, with its own message.
+    #[error("upstream returned {status}: {message}")]
+    Upstream {
+        status: u16,
+        message: String,
+        kind: Option<String>,
+        code: Option<String>,
+    },
+    #[error("upstream rate limited: {message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Bytes that do not follow the provider's protocol.
+    #[error("malformed upstream response: {0}")]
+    Protocol(String),
+    #[error("no API key: set the environment variable {var} (providers.json: providers.{provider}.api_key)")]
+    MissingKey { provider: String, var: String },
+    #[error("provider '{0}' has an unsupported type")]
+    Unsupported(String),
+}
+
+impl ProviderError {
+    /// The provider's fault: counts toward its cooldown and triggers failover. The client's
+    /// fault (4xx other than 408/429) is returned as is.
+    pub fn is_provider_fault(&self) -> bool {
+        match self {
+            ProviderError::Connect(_)
+            | ProviderError::Timeout(_)
+            | ProviderError::RateLimited { .. }
+            | ProviderError::Protocol(_) => true,
+            ProviderError::Upstream { status, .. } => *status >= 500 || *status == 408,
+            ProviderError::MissingKey { .. } | ProviderError::Unsupported(_) => false,
+        }
+    }
+
+    /// A failure another candidate may not share: a rotation tries the next entry. Missing
+    /// keys are configuration, not health: failed over, never counted.
+    pub fn should_failover(&self) -> bool {
+        self.is_provider_fault()
+            || matches!(
+                self,
+                ProviderError::MissingKey { .. } | ProviderError::Unsupported(_)
+            )
+    }
+}
+
+/// Knobs every provider shares, taken from aisbf.json once.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// Provider id → implementation, built once at startup.
+pub struct Registry {
+    providers: HashMap<String, Arc<dyn Provider>>,
+}
+
+impl Registry {
+    pub fn build(config: &Config, client: &reqwest::Client) -> Registry {
+        let timeouts = Timeouts {
+            first_byte: Duration::from_secs_f64(config.timeouts.first_byte_seconds),
+            idle: Duration::from_secs_f64(config.timeouts.idle_seconds),
+        };
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        for (id, p) in &config.providers {
+            if let Some(provider) = make(p, client, &timeouts) {
+                providers.insert(id.clone(), provider);
+            }
+        }
+        Registry { providers }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(id)
+    }
+
+    pub fn from_map(providers: HashMap<String, Arc<dyn Provider>>) -> Registry {
+        Registry { providers }
+    }
+}
+
+fn make(
+    p: &ProviderConfig,
+    client: &reqwest::Client,
+    timeouts: &Timeouts,
+) -> Option<Arc<dyn Provider>> {
+    let base = http::Upstream::new(p, client.clone(), timeouts.clone());
+    match &p.kind {
+        ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
+        ProviderKind::Anthropic | ProviderKind::Google | ProviderKind::Ollama => {
+            Some(Arc::new(http::NotYetServed(base)))
+        }
+        ProviderKind::Unsupported(_) => None,
+    }
+}

@@ -1,0 +1,183 @@
+//! The one place that knows HTTP statuses and the OpenAI error shape.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::providers::ProviderError;
+use crate::routing::RouteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("request body is larger than the limit of {0} bytes (limits.max_body_bytes)")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        ApiError::Route(RouteError::Provider(e))
+    }
+}
+
+/// Status, type, code and Retry-After of an error, by the contract's table.
+pub struct ErrorParts {
+    pub status: StatusCode,
+    pub kind: String,
+    pub code: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+fn parts(status: StatusCode, kind: &str, code: Option<&str>) -> ErrorParts {
+    ErrorParts {
+        status,
+        kind: kind.to_string(),
+        code: code.map(str::to_string),
+        retry_after: None,
+    }
+}
+
+pub fn provider_error_parts(e: &ProviderError) -> ErrorParts {
+    match e {
+        ProviderError::Connect(_) | ProviderError::Protocol(_) => parts(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            Some("upstream_error"),
+        ),
+        ProviderError::Timeout(_) => parts(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            Some("upstream_timeout"),
+        ),
+        ProviderError::RateLimited { retry_after, .. } => ErrorParts {
+            retry_after: *retry_after,
+            ..parts(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            )
+        },
+        ProviderError::Upstream {
+            status, kind, code, ..
+        } => {
+            let s = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if s.is_client_error() && *status != 408 {
+                ErrorParts {
+                    status: s,
+                    kind: kind
+                        .clone()
+                        .unwrap_or_else(|| "invalid_request_error".into()),
+                    code: code.clone(),
+                    retry_after: None,
+                }
+            } else {
+                parts(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    Some("upstream_error"),
+                )
+            }
+        }
+        ProviderError::MissingKey { .. } => parts(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            Some("missing_api_key"),
+        ),
+        ProviderError::Unsupported(_) => parts(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("unsupported_provider"),
+        ),
+    }
+}
+
+impl ApiError {
+    pub fn parts(&self) -> ErrorParts {
+        match self {
+            ApiError::BadRequest(_) => {
+                parts(StatusCode::BAD_REQUEST, "invalid_request_error", None)
+            }
+            ApiError::Unauthorized(_) => parts(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                Some("invalid_api_key"),
+            ),
+            ApiError::PayloadTooLarge(_) => parts(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("request_too_large"),
+            ),
+            ApiError::NotFound(_) => {
+                parts(StatusCode::NOT_FOUND, "not_found_error", Some("not_found"))
+            }
+            ApiError::MethodNotAllowed(_) => parts(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+            ),
+            ApiError::Route(r) => match r {
+                RouteError::UnknownProvider(_)
+                | RouteError::UnknownRotation(_)
+                | RouteError::UnknownAutoselect(_)
+                | RouteError::UnknownModel(_) => parts(
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    Some("model_not_found"),
+                ),
+                RouteError::UnsupportedProvider(..) => parts(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("unsupported_provider"),
+                ),
+                RouteError::Unusable(_) => parts(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    Some("misconfigured"),
+                ),
+                RouteError::Provider(p) => provider_error_parts(p),
+            },
+        }
+    }
+}
+
+/// `{"error":{"message","type","code","param"}}`.
+pub fn error_json(message: &str, p: &ErrorParts) -> serde_json::Value {
+    json!({"error": {"message": message, "type": p.kind, "code": p.code, "param": null}})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let p = self.parts();
+        let message = self.to_string();
+        if p.status.is_server_error() || p.status == StatusCode::TOO_MANY_REQUESTS {
+            tracing::warn!(status = p.status.as_u16(), "{message}");
+        } else {
+            tracing::debug!(status = p.status.as_u16(), "{message}");
+        }
+        let body = serde_json::to_vec(&error_json(&message, &p)).unwrap_or_default();
+        let mut resp = (p.status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(d) = p.retry_after {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                h.insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,256 @@
+//! Route handlers: parse → resolve target → dispatch → respond.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::stream::sse_body;
+use crate::api::openai::{ChatRequest, ChatResponse, ModelInfo, ModelList, Usage};
+use crate::config::ProviderKind;
+use crate::providers::ChatOutcome;
+use crate::routing::{self, RouteError, Served, Target};
+use crate::state::AppState;
+
+type AppResult = Result<Response, ApiError>;
+
+pub async fn root(State(state): State<Arc<AppState>>) -> Response {
+    let c = &state.config;
+    let unsupported: Vec<&String> = c
+        .providers
+        .iter()
+        .filter(|(_, p)| matches!(p.kind, ProviderKind::Unsupported(_)))
+        .map(|(id, _)| id)
+        .collect();
+    let unusable: Vec<String> = c
+        .rotations
+        .keys()
+        .filter(|n| c.is_unusable("rotations.json", n))
+        .map(|n| format!("rotation/{n}"))
+        .chain(
+            c.autoselect
+                .keys()
+                .filter(|n| c.is_unusable("autoselect.json", n))
+                .map(|n| format!("autoselect/{n}")),
+        )
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "providers": c.providers.keys().collect::<Vec<_>>(),
+            "rotations": c.rotations.keys().collect::<Vec<_>>(),
+            "autoselect": c.autoselect.keys().collect::<Vec<_>>(),
+            "unsupported_providers": unsupported,
+            "unusable": unusable,
+        }),
+    )
+}
+
+pub async fn health() -> &'static str {
+    "ok"
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+fn parse_request(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ChatRequest, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.config.limits.max_body_bytes)
+        } else {
+            ApiError::BadRequest(format!("cannot read request body: {r}"))
+        }
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "request body is empty: expected a JSON chat request".into(),
+        ));
+    }
+    let req: ChatRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    if req.model.trim().is_empty() {
+        return Err(ApiError::BadRequest("'model' must not be empty".into()));
+    }
+    if req.messages.is_empty() {
+        return Err(ApiError::BadRequest(
+            "'messages' must contain at least one message".into(),
+        ));
+    }
+    Ok(req)
+}
+
+pub async fn provider_chat(
+    State(state): State<Arc<AppState>>,
+    Path(provider): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult {
+    let req = parse_request(&state, body)?;
+    let target = routing::resolve_path(&state.config, &provider, &req.model)?;
+    respond(&state, target, req).await
+}
+
+pub async fn v1_chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult {
+    let req = parse_request(&state, body)?;
+    let target = routing::resolve_model(&state.config, &req.model)?;
+    respond(&state, target, req).await
+}
+
+async fn respond(state: &AppState, target: Target, req: ChatRequest) -> AppResult {
+    let served = routing::dispatch(state, target, req).await?;
+    let Served {
+        outcome,
+        provider,
+        model,
+        effective_context,
+        autoselected,
+    } = served;
+    let mut resp = match outcome {
+        ChatOutcome::Complete(r) => complete_response(state, r, effective_context),
+        ChatOutcome::Stream(s) => {
+            let mut resp = Response::new(Body::from_stream(sse_body(s, effective_context)));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            resp
+        }
+    };
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("x-aisbf-provider", Some(provider)),
+        ("x-aisbf-model", Some(model)),
+        ("x-aisbf-autoselect", autoselected),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// A non-stream answer with `usage.effective_context`, usage counted locally when the
+/// upstream sent none.
+fn complete_response(state: &AppState, mut r: ChatResponse, effective_context: u64) -> Response {
+    let usage = r.usage.get_or_insert_with(|| {
+        let text: String = r
+            .choices
+            .iter()
+            .filter_map(|c| c.message.content.as_deref())
+            .collect();
+        Usage::new(effective_context, state.tokens.count_text(&r.model, &text))
+    });
+    usage.effective_context = Some(effective_context);
+    json_response(StatusCode::OK, &r)
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub async fn provider_models(
+    State(state): State<Arc<AppState>>,
+    Path(provider): Path<String>,
+) -> AppResult {
+    let c = &state.config;
+    match provider.as_str() {
+        "rotations" | "rotation" => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &ModelList::new(rotation_models(&state)),
+            ))
+        }
+        "autoselect" | "autoselections" => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &ModelList::new(autoselect_models(&state)),
+            ))
+        }
+        _ => {}
+    }
+    let config = c
+        .providers
+        .get(&provider)
+        .ok_or_else(|| RouteError::UnknownProvider(provider.clone()))?;
+    if let ProviderKind::Unsupported(kind) = &config.kind {
+        return Err(RouteError::UnsupportedProvider(provider.clone(), kind.clone()).into());
+    }
+    let p = state
+        .providers
+        .get(&provider)
+        .ok_or_else(|| RouteError::UnknownProvider(provider.clone()))?;
+    let models = match p.models().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(provider = %provider, "model list failed, serving the configured models: {e}");
+            config
+                .models
+                .iter()
+                .map(|m| ModelInfo::new(m.name.clone(), provider.clone()))
+                .collect()
+        }
+    };
+    Ok(json_response(StatusCode::OK, &ModelList::new(models)))
+}
+
+fn rotation_models(state: &AppState) -> Vec<ModelInfo> {
+    state
+        .config
+        .rotations
+        .keys()
+        .map(|n| ModelInfo::new(format!("rotation/{n}"), "aisbf-rotation"))
+        .collect()
+}
+
+fn autoselect_models(state: &AppState) -> Vec<ModelInfo> {
+    state
+        .config
+        .autoselect
+        .keys()
+        .map(|n| ModelInfo::new(format!("autoselect/{n}"), "aisbf-autoselect"))
+        .collect()
+}
+
+/// Every routable model of the `/v1` namespace, from the configuration (no upstream calls).
+pub async fn all_models(State(state): State<Arc<AppState>>) -> Response {
+    let mut data: Vec<ModelInfo> = Vec::new();
+    for (id, p) in &state.config.providers {
+        if matches!(p.kind, ProviderKind::Unsupported(_)) {
+            continue;
+        }
+        data.extend(
+            p.models
+                .iter()
+                .map(|m| ModelInfo::new(format!("{id}/{}", m.name), id.clone())),
+        );
+    }
+    data.extend(rotation_models(&state));
+    data.extend(autoselect_models(&state));
+    json_response(StatusCode::OK, &ModelList::new(data))
+}

@@ -1,0 +1,39 @@
+//! The application state: built once at startup, shared by `Arc`, never cloned per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::context::tokens::TokenCounter;
+use crate::providers::Registry;
+
+pub struct AppState {
+    pub config: Config,
+    pub providers: Registry,
+    pub http: reqwest::Client,
+    pub tokens: TokenCounter,
+}
+
+impl AppState {
+    pub fn build(config: Config) -> Result<Arc<AppState>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(config.timeouts.connect_seconds))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            // The gateway never follows redirects: a POST must not be replayed elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let providers = Registry::build(&config, &http);
+        Ok(Arc::new(AppState {
+            providers,
+            tokens: TokenCounter::new(),
+            http,
+            config,
+        }))
+    }
+
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.config.timeouts.first_byte_seconds)
+    }
+}
