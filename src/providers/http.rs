@@ -93,7 +93,14 @@ impl Upstream {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        let (message, kind, code) = error_fields(&body, status);
+        let (mut message, kind, code) = error_fields(&body, status);
+        // Upstreams echo the key they were given ("Incorrect API key provided: sk-..."):
+        // that text goes to the client and the log, so the key is masked out of it.
+        if let ApiKey::Value(key) = &self.key {
+            if key.expose().len() >= 4 && message.contains(key.expose()) {
+                message = message.replace(key.expose(), "*****");
+            }
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             return ProviderError::RateLimited {
                 retry_after,

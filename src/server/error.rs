@@ -159,7 +159,14 @@ pub fn error_json(message: &str, p: &ErrorParts) -> serde_json::Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let p = self.parts();
-        let message = self.to_string();
+        let message =
+            match &self {
+                // A client-fault upstream error is passed through with the upstream's own words.
+                ApiError::Route(RouteError::Provider(ProviderError::Upstream {
+                    message, ..
+                })) if p.status.is_client_error() => message.clone(),
+                other => other.to_string(),
+            };
         if p.status.is_server_error() || p.status == StatusCode::TOO_MANY_REQUESTS {
             tracing::warn!(status = p.status.as_u16(), "{message}");
         } else {
