@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_aisbf");
 
 fn fixtures(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compat").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/compat")
+        .join(name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -28,11 +30,19 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -41,7 +51,12 @@ fn first_run_writes_the_defaults_and_they_check_clean() {
     let dir = tmp.path().join("fresh/.aisbf");
     let o = run(&["check-config", "--config-dir", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["aisbf.json", "providers.json", "rotations.json", "autoselect.json"] {
+    for f in [
+        "aisbf.json",
+        "providers.json",
+        "rotations.json",
+        "autoselect.json",
+    ] {
         assert!(dir.join(f).exists(), "{f} written on first run");
     }
     let out = text(&o);
@@ -50,7 +65,10 @@ fn first_run_writes_the_defaults_and_they_check_clean() {
     // Never overwrites a user's file.
     std::fs::write(dir.join("rotations.json"), r#"{"rotations":{}}"#).unwrap();
     run(&["check-config", "--config-dir", dir.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(dir.join("rotations.json")).unwrap(), r#"{"rotations":{}}"#);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("rotations.json")).unwrap(),
+        r#"{"rotations":{}}"#
+    );
 }
 
 #[test]
@@ -59,10 +77,19 @@ fn the_original_aisbf_files_load_and_report_what_is_unsupported() {
     copy_dir(&fixtures("aisbf-0.99.92"), tmp.path());
     let o = run(&["check-config", "--config-dir", tmp.path().to_str().unwrap()]);
     let out = text(&o);
-    assert!(out.contains("codex") && out.contains("unsupported"), "{out}");
-    assert!(out.contains("ignored (not implemented)") && out.contains("dashboard"), "{out}");
+    assert!(
+        out.contains("codex") && out.contains("unsupported"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ignored (not implemented)") && out.contains("dashboard"),
+        "{out}"
+    );
     // The original's own autoselect names a fallback that does not exist.
-    assert!(out.contains("autoselect.json: autoselect.autoselect.fallback"), "{out}");
+    assert!(
+        out.contains("autoselect.json: autoselect.autoselect.fallback"),
+        "{out}"
+    );
     assert_eq!(o.status.code(), Some(2), "{out}");
 }
 
@@ -91,13 +118,27 @@ fn config_errors_name_file_path_and_problem() {
     let o = run(&["check-config", "--config-dir", d.to_str().unwrap()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
-    assert!(out.contains("providers.json") && out.contains("providers.x.models[0].context_size"), "{out}");
+    assert!(
+        out.contains("providers.json") && out.contains("providers.x.models[0].context_size"),
+        "{out}"
+    );
 
-    std::fs::write(d.join("providers.json"), r#"{"providers":{"v1":{"type":"openai"}}}"#).unwrap();
+    std::fs::write(
+        d.join("providers.json"),
+        r#"{"providers":{"v1":{"type":"openai"}}}"#,
+    )
+    .unwrap();
     let out = text(&run(&["check-config", "--config-dir", d.to_str().unwrap()]));
-    assert!(out.contains("providers.v1") && out.contains("reserved"), "{out}");
+    assert!(
+        out.contains("providers.v1") && out.contains("reserved"),
+        "{out}"
+    );
 
-    std::fs::write(d.join("providers.json"), r#"{"providers":{"x":{"type":"openai","endpoint":"ftp://x"}}}"#).unwrap();
+    std::fs::write(
+        d.join("providers.json"),
+        r#"{"providers":{"x":{"type":"openai","endpoint":"ftp://x"}}}"#,
+    )
+    .unwrap();
     let out = text(&run(&["check-config", "--config-dir", d.to_str().unwrap()]));
     assert!(out.contains("providers.x.endpoint"), "{out}");
 
@@ -110,7 +151,14 @@ fn config_errors_name_file_path_and_problem() {
 #[test]
 fn non_loopback_without_auth_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = run(&["--config-dir", tmp.path().to_str().unwrap(), "--host", "0.0.0.0", "--port", "0"]);
+    let o = run(&[
+        "--config-dir",
+        tmp.path().to_str().unwrap(),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("auth"), "{}", text(&o));
 }
@@ -138,7 +186,14 @@ fn daemon_status_stop_with_pid_file() {
     let dir = tmp.path().join("cfg");
     let pid_file = tmp.path().join("aisbf.pid");
     let port = free_port().to_string();
-    let common = ["--config-dir", dir.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "--port", &port];
+    let common = [
+        "--config-dir",
+        dir.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--port",
+        &port,
+    ];
     fn with<'a>(cmd: &'a str, common: &[&'a str]) -> Vec<&'a str> {
         let mut v = vec![cmd];
         v.extend_from_slice(common);
@@ -151,8 +206,14 @@ fn daemon_status_stop_with_pid_file() {
 
     let o = run(&args("daemon"));
     assert!(o.status.success(), "{}", text(&o));
-    let pid: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().expect("daemon prints its PID");
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), pid.to_string());
+    let pid: i32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("daemon prints its PID");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
     assert!(wait_health(port.parse().unwrap()));
 
     let o = run(&args("status"));
@@ -183,7 +244,13 @@ fn stale_and_zombie_pid_files_count_as_not_running() {
     std::thread::sleep(Duration::from_millis(200));
     for pid in [child.id() as i64, 4_000_000] {
         std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
-        let o = run(&["status", "--pid-file", pid_file.to_str().unwrap(), "--config-dir", dir.to_str().unwrap()]);
+        let o = run(&[
+            "status",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "--config-dir",
+            dir.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(3), "pid {pid}: {}", text(&o));
         assert!(text(&o).contains("stale"), "{}", text(&o));
         assert!(!pid_file.exists(), "stale pid file removed");
@@ -221,7 +288,12 @@ fn sigterm_drains_an_in_flight_stream_and_exits_zero() {
     .unwrap();
     let port = free_port();
     let mut server = Command::new(BIN)
-        .args(["--config-dir", tmp.path().to_str().unwrap(), "--port", &port.to_string()])
+        .args([
+            "--config-dir",
+            tmp.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -236,9 +308,16 @@ fn sigterm_drains_an_in_flight_stream_and_exits_zero() {
         out
     });
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let out = client.join().unwrap();
-    assert!(out.contains("data: [DONE]"), "the in-flight stream finished: {out}");
+    assert!(
+        out.contains("data: [DONE]"),
+        "the in-flight stream finished: {out}"
+    );
     assert!(out.contains("\"9\""), "{out}");
     let status = server.wait().unwrap();
     assert!(status.success(), "exit 0 after draining: {status:?}");
