@@ -2,11 +2,13 @@
 //! streaming, the last with `done: true` and the token counters) and `GET {endpoint}/api/tags`.
 //!
 //! Translation is pure (`to_native`, `from_native`, `StreamTranslator`); the HTTP part is thin.
-//! What Ollama cannot express is dropped and named in one debug line, never sent upstream:
+//! Request parts Ollama cannot express are dropped and named in one debug line, never sent:
 //! - `https://` image URLs: Ollama only takes base64 payloads and the gateway does not fetch
 //!   remote images on a client's behalf (latency, and a request forgery vector);
-//! - `thinking` text of reasoning models (the canonical types have no field for it);
-//! - `n`, `logprobs`, `user`, `tool_choice` other than `auto`/`none`, ...
+//! - `n` > 1, `logprobs`, `user`, `tool_choice` other than `auto`/`none`, ...
+//!
+//! In answers, the `thinking` text of reasoning models is skipped: the canonical OpenAI types
+//! have no field for it.
 //!
 //! Ollama-native knobs a client may send along (`options`, `keep_alive`) pass through.
 
