@@ -2,6 +2,7 @@
 //! One file per provider; a new provider is one file plus one line in `build`.
 
 pub mod http;
+pub mod ollama;
 pub mod openai;
 pub mod sse;
 
@@ -166,9 +167,8 @@ fn make(
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
-        ProviderKind::Anthropic | ProviderKind::Google | ProviderKind::Ollama => {
-            Some(Arc::new(http::NotYetServed(base)))
-        }
+        ProviderKind::Ollama => Some(Arc::new(ollama::Ollama::new(base))),
+        ProviderKind::Anthropic | ProviderKind::Google => Some(Arc::new(http::NotYetServed(base))),
         ProviderKind::Unsupported(_) => None,
     }
 }
