@@ -364,7 +364,7 @@ pub fn to_native(req: &ChatRequest) -> GenerateRequest {
     }
     GenerateRequest {
         contents,
-        system_instruction: (!system.is_empty()).then(|| Content {
+        system_instruction: (!system.is_empty()).then_some(Content {
             role: None,
             parts: system,
         }),
