@@ -1,6 +1,7 @@
 //! Providers: the trait every upstream implements, its error type, and the registry.
 //! One file per provider; a new provider is one file plus one line in `build`.
 
+pub mod gemini;
 pub mod http;
 pub mod ollama;
 pub mod openai;
@@ -167,8 +168,9 @@ fn make(
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
+        ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(base))),
         ProviderKind::Ollama => Some(Arc::new(ollama::Ollama::new(base))),
-        ProviderKind::Anthropic | ProviderKind::Google => Some(Arc::new(http::NotYetServed(base))),
+        ProviderKind::Anthropic => Some(Arc::new(http::NotYetServed(base))),
         ProviderKind::Unsupported(_) => None,
     }
 }
