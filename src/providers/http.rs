@@ -87,13 +87,14 @@ impl Upstream {
 
     async fn error_from_response(&self, resp: Response) -> ProviderError {
         let status = resp.status();
-        let retry_after = retry_after(resp.headers());
+        let header_retry = retry_after(resp.headers());
         let body = tokio::time::timeout(self.timeouts.idle, resp.bytes())
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
         let (mut message, kind, code) = error_fields(&body, status);
+        let retry_after = header_retry.or_else(|| retry_delay_in_body(&body));
         // Upstreams echo the key they were given ("Incorrect API key provided: sk-..."):
         // that text goes to the client and the log, so the key is masked out of it.
         if let ApiKey::Value(key) = &self.key {
@@ -196,6 +197,20 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// Gemini states its back-off in the body, not a header:
+/// `{"error":{"details":[{"@type":"...RetryInfo","retryDelay":"7s"}]}}`.
+pub fn retry_delay_in_body(body: &[u8]) -> Option<Duration> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?
+        .get("details")?
+        .as_array()?
+        .iter()
+        .find_map(|d| d.get("retryDelay")?.as_str())
+        .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
 /// Placeholder registered for provider types whose adapter is not built yet.
 pub struct NotYetServed(pub Upstream);
 
@@ -247,6 +262,13 @@ mod tests {
         );
         assert_eq!(error_fields(b"oops", s).0, "oops");
         assert_eq!(error_fields(b"", s).0, "400 Bad Request");
+    }
+
+    #[test]
+    fn gemini_retry_delay_from_the_body() {
+        let body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"7.5s"}]}}"#;
+        assert_eq!(retry_delay_in_body(body), Some(Duration::from_millis(7500)));
+        assert_eq!(retry_delay_in_body(b"{}"), None);
     }
 
     #[test]
