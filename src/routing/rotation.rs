@@ -70,8 +70,9 @@ pub fn draw(entries: &[Entry<'_>], candidates: &[usize], rng: &mut impl Rng) -> 
 }
 
 /// Why a rotation cannot be used, from config validation.
-fn unusable_message(config: &Config, kind: &str, name: &str) -> String {
-    let prefix = format!("{kind}.{name}");
+fn unusable_message(config: &Config, file: &str, kind: &str, name: &str) -> String {
+    let section = file.trim_end_matches(".json");
+    let prefix = format!("{section}.{name}");
     let reasons: Vec<String> = config
         .issues
         .iter()
@@ -94,7 +95,7 @@ pub(super) fn check_usable(
     name: &str,
 ) -> Result<(), RouteError> {
     if config.is_unusable(file, name) {
-        return Err(RouteError::Unusable(unusable_message(config, kind, name)));
+        return Err(RouteError::Unusable(unusable_message(config, file, kind, name)));
     }
     Ok(())
 }
