@@ -65,7 +65,10 @@ async fn error_body(resp: reqwest::Response) -> Value {
     for k in ["message", "type"] {
         assert!(v["error"][k].is_string(), "error.{k} in {v}");
     }
-    assert!(v["error"].get("code").is_some() && v["error"]["param"].is_null(), "{v}");
+    assert!(
+        v["error"].get("code").is_some() && v["error"]["param"].is_null(),
+        "{v}"
+    );
     v
 }
 
@@ -114,7 +117,10 @@ async fn failover_is_invisible_to_the_client() {
         .aisbf(json!({"error_tracking": {"max_failures": 100, "cooldown_seconds": 300}}));
     let gw = Gateway::start_with(cfg).await;
     let faults = [
-        Fault::Status(500, r#"{"error":{"message":"boom","type":"server_error"}}"#.into()),
+        Fault::Status(
+            500,
+            r#"{"error":{"message":"boom","type":"server_error"}}"#.into(),
+        ),
         Fault::Status(503, "overloaded".into()),
         Fault::Reset,
         Fault::Malformed,
@@ -137,7 +143,11 @@ async fn failover_is_invisible_to_the_client() {
             }
             // A 429 with Retry-After 0 cools a for no time at all: it is tried again.
         }
-        assert_eq!(m[0].received.count(), 2 * (i + 1), "a tried once per request");
+        assert_eq!(
+            m[0].received.count(),
+            2 * (i + 1),
+            "a tried once per request"
+        );
         assert_eq!(m[1].received.count(), 2 * (i + 1));
     }
     // b received the client's request, not a's leftovers.
@@ -163,13 +173,20 @@ async fn cooldown_after_exactly_max_failures_then_recovers() {
     assert_eq!(st["provider_status"]["a"]["state"], "cooling", "{st}");
     assert!(st["provider_status"]["a"]["until"].as_u64().unwrap() > 0);
     assert_eq!(st["provider_status"]["b"]["state"], "ok");
-    assert!(st["providers"].is_array() && st["status"] == "ok", "existing keys kept");
+    assert!(
+        st["providers"].is_array() && st["status"] == "ok",
+        "existing keys kept"
+    );
 
     // Cooling: a is not tried at all, and direct requests to it get 503 + Retry-After.
     for _ in 0..3 {
         assert_eq!(served_by(&rot(&gw).await), "b");
     }
-    assert_eq!(m[0].received.count(), 2, "no request reaches a cooling provider");
+    assert_eq!(
+        m[0].received.count(),
+        2,
+        "no request reaches a cooling provider"
+    );
     let direct = chat(&gw, "/api/a/chat/completions", "m", false).await;
     assert_eq!(direct.status(), 503);
     assert_eq!(direct.headers()["retry-after"], "1");
@@ -197,10 +214,18 @@ async fn mid_stream_failure_counts_toward_cooldown() {
         let resp = chat(&gw, "/api/a/chat/completions", "m", true).await;
         assert_eq!(resp.status(), 200, "committed before the break");
         let text = resp.text().await.unwrap();
-        assert!(sse_data(&text).iter().any(|d| d.contains("\"error\"")), "{text}");
+        assert!(
+            sse_data(&text).iter().any(|d| d.contains("\"error\"")),
+            "{text}"
+        );
     }
     assert_eq!(root(&gw).await["provider_status"]["a"]["state"], "cooling");
-    assert_eq!(chat(&gw, "/api/a/chat/completions", "m", true).await.status(), 503);
+    assert_eq!(
+        chat(&gw, "/api/a/chat/completions", "m", true)
+            .await
+            .status(),
+        503
+    );
 }
 
 #[tokio::test]
@@ -223,7 +248,11 @@ async fn client_errors_pass_through_uncounted() {
         assert_eq!(v["error"]["code"], "context_length_exceeded");
     }
     assert_eq!(m[0].received.count(), 4, "never cooled");
-    assert_eq!(m[1].received.count(), 0, "no failover on the client's fault");
+    assert_eq!(
+        m[1].received.count(),
+        0,
+        "no failover on the client's fault"
+    );
     let st = root(&gw).await;
     assert_eq!(st["provider_status"]["a"]["state"], "ok");
     assert_eq!(st["provider_status"]["a"]["failures"], 0);
@@ -238,7 +267,10 @@ async fn all_fail_error_shapes() {
     let gw = Gateway::start_with(cfg).await;
 
     // 502: both fail on the provider's side; the message lists each attempt.
-    m[0].set_fault(Fault::Status(500, r#"{"error":{"message":"a broke"}}"#.into()));
+    m[0].set_fault(Fault::Status(
+        500,
+        r#"{"error":{"message":"a broke"}}"#.into(),
+    ));
     m[1].set_fault(Fault::Reset);
     let resp = rot(&gw).await;
     assert_eq!(resp.status(), 502);
@@ -248,7 +280,10 @@ async fn all_fail_error_shapes() {
     assert!(msg.contains("rotation 'r'"), "{msg}");
     assert!(msg.contains("a/m: upstream returned 500: a broke"), "{msg}");
     assert!(msg.contains("b/m: "), "{msg}");
-    assert!(!msg.contains(KEY) && !msg.contains("127.0.0.1"), "no secrets or URLs: {msg}");
+    assert!(
+        !msg.contains(KEY) && !msg.contains("127.0.0.1"),
+        "no secrets or URLs: {msg}"
+    );
     assert_eq!((m[0].received.count(), m[1].received.count()), (1, 1));
 
     // 429: both rate limited; Retry-After is the soonest the upstreams gave.
@@ -256,20 +291,34 @@ async fn all_fail_error_shapes() {
     m[1].set_fault(Fault::RateLimited(20));
     let resp = rot(&gw).await;
     assert_eq!(resp.status(), 429);
-    let ra: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let ra: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((19..=20).contains(&ra), "retry-after {ra}");
     let v = error_body(resp).await;
     assert_eq!(v["error"]["type"], "rate_limit_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("a/m: upstream rate limited"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("a/m: upstream rate limited"));
 
     // 503: a 429 cools at once, so now every entry is cooling and nothing is tried.
     let resp = rot(&gw).await;
     assert_eq!(resp.status(), 503);
-    let ra: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let ra: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((19..=20).contains(&ra), "retry-after {ra}");
     let v = error_body(resp).await;
     assert_eq!(v["error"]["type"], "service_unavailable");
-    assert!(v["error"]["message"].as_str().unwrap().contains("b/m: cooling down"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("b/m: cooling down"));
     assert_eq!((m[0].received.count(), m[1].received.count()), (2, 2));
 }
 
@@ -286,8 +335,14 @@ async fn rate_limit_skips_busy_entries_and_waits_only_when_all_are() {
     let t = Instant::now();
     let first = served_by(&rot(&gw).await);
     let second = served_by(&rot(&gw).await);
-    assert_ne!(first, second, "the spaced-out entry is skipped for the free one");
-    assert!(t.elapsed() < Duration::from_millis(700), "no wait while one is free");
+    assert_ne!(
+        first, second,
+        "the spaced-out entry is skipped for the free one"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(700),
+        "no wait while one is free"
+    );
 
     // Both busy: the third request waits for the earliest slot; c is not held up meanwhile.
     let third = tokio::spawn({
@@ -305,8 +360,16 @@ async fn rate_limit_skips_busy_entries_and_waits_only_when_all_are() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let tc = Instant::now();
-    assert_eq!(chat(&gw, "/api/c/chat/completions", "m", false).await.status(), 200);
-    assert!(tc.elapsed() < Duration::from_millis(500), "other providers never wait");
+    assert_eq!(
+        chat(&gw, "/api/c/chat/completions", "m", false)
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        tc.elapsed() < Duration::from_millis(500),
+        "other providers never wait"
+    );
     let (status, who, waited) = third.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(who, first, "the entry that frees first");
@@ -314,9 +377,23 @@ async fn rate_limit_skips_busy_entries_and_waits_only_when_all_are() {
 
     // Direct requests wait for their slot too.
     let t = Instant::now();
-    assert_eq!(chat(&gw, "/api/a/chat/completions", "m", false).await.status(), 200);
-    assert_eq!(chat(&gw, "/api/a/chat/completions", "m", false).await.status(), 200);
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(
+        chat(&gw, "/api/a/chat/completions", "m", false)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        chat(&gw, "/api/a/chat/completions", "m", false)
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 // Several threads, as the server runs.
@@ -329,10 +406,13 @@ async fn concurrent_requests_survive_a_failing_provider() {
         "good": provider("openai", &good.endpoint, Some(KEY), &["m"]),
         "bad": provider("openai", &bad.endpoint, Some(KEY), &["m"]),
     }));
-    cfg.write("rotations.json", &json!({"rotations": {"r": {"providers": [
-        {"provider_id": "good", "models": [{"name": "m"}]},
-        {"provider_id": "bad", "models": [{"name": "m"}]}
-    ]}}}));
+    cfg.write(
+        "rotations.json",
+        &json!({"rotations": {"r": {"providers": [
+            {"provider_id": "good", "models": [{"name": "m"}]},
+            {"provider_id": "bad", "models": [{"name": "m"}]}
+        ]}}}),
+    );
     let gw = Gateway::start_with(cfg).await;
     let max_failures = 3;
     let http = client();
@@ -345,7 +425,9 @@ async fn concurrent_requests_survive_a_failing_provider() {
                 tokio::spawn(async move {
                     let resp = http
                         .post(url)
-                        .json(&json!({"model": "r", "messages": [{"role": "user", "content": "Hi"}]}))
+                        .json(
+                            &json!({"model": "r", "messages": [{"role": "user", "content": "Hi"}]}),
+                        )
                         .send()
                         .await
                         .unwrap();
@@ -365,22 +447,39 @@ async fn concurrent_requests_survive_a_failing_provider() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let in_flight = bad.received.count();
-    assert!(in_flight > max_failures, "the draw spread the burst: {in_flight}");
+    assert!(
+        in_flight > max_failures,
+        "the draw spread the burst: {in_flight}"
+    );
     bad.release();
     for t in tasks {
         let (status, who) = t.await.unwrap();
-        assert_eq!((status, who.as_str()), (200, "good"), "every request succeeds");
+        assert_eq!(
+            (status, who.as_str()),
+            (200, "good"),
+            "every request succeeds"
+        );
     }
     let hits = bad.received.count();
-    assert!(hits <= max_failures + in_flight, "bad got {hits}, in flight {in_flight}");
+    assert!(
+        hits <= max_failures + in_flight,
+        "bad got {hits}, in flight {in_flight}"
+    );
     assert_eq!(good.received.count(), 200);
-    assert_eq!(root(&gw).await["provider_status"]["bad"]["state"], "cooling");
+    assert_eq!(
+        root(&gw).await["provider_status"]["bad"]["state"],
+        "cooling"
+    );
 
     // Phase 2: tripped, it gets nothing from another burst of 200.
     for t in burst(200) {
         assert_eq!(t.await.unwrap().0, 200);
     }
-    assert_eq!(bad.received.count(), hits, "a cooling provider gets nothing");
+    assert_eq!(
+        bad.received.count(),
+        hits,
+        "a cooling provider gets nothing"
+    );
     assert_eq!(good.received.count(), 400);
 }
 
@@ -407,7 +506,10 @@ async fn rotation_listing_and_unusable_rotation() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["r"]["models"][0], json!({"name": "m", "provider_id": "a", "weight": 2.0, "rate_limit": 0.0}));
+    assert_eq!(
+        v["r"]["models"][0],
+        json!({"name": "m", "provider_id": "a", "weight": 2.0, "rate_limit": 0.0})
+    );
     assert_eq!(v["r"]["models"][1]["weight"], 5.0);
     assert_eq!(v["r"]["usable"], true);
     assert_eq!(v["broken"]["usable"], false);
@@ -422,7 +524,12 @@ async fn rotation_listing_and_unusable_rotation() {
         .await
         .unwrap();
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["rotation/broken", "rotation/r"]);
 
     // Every namespace form reaches the rotation.
@@ -434,7 +541,10 @@ async fn rotation_listing_and_unusable_rotation() {
     assert_eq!(resp.status(), 503);
     let v = error_body(resp).await;
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("rotation 'broken' is unusable") && msg.contains("nope"), "{msg}");
+    assert!(
+        msg.contains("rotation 'broken' is unusable") && msg.contains("nope"),
+        "{msg}"
+    );
     let resp = chat(&gw, "/api/rotations/chat/completions", "missing", false).await;
     assert_eq!(resp.status(), 404);
 }

@@ -95,7 +95,9 @@ pub(super) fn check_usable(
     name: &str,
 ) -> Result<(), RouteError> {
     if config.is_unusable(file, name) {
-        return Err(RouteError::Unusable(unusable_message(config, file, kind, name)));
+        return Err(RouteError::Unusable(unusable_message(
+            config, file, kind, name,
+        )));
     }
     Ok(())
 }
