@@ -6,12 +6,19 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::context::tokens::TokenCounter;
 use crate::providers::Registry;
+use crate::routing::autoselect::Selector;
+use crate::routing::health::Health;
+use crate::routing::ratelimit::RateLimits;
 
 pub struct AppState {
     pub config: Config,
     pub providers: Registry,
     pub http: reqwest::Client,
     pub tokens: TokenCounter,
+    /// Error tracking and cooldowns; an `Arc` so committed streams can record their end.
+    pub health: Arc<Health>,
+    pub limits: RateLimits,
+    pub selector: Selector,
 }
 
 impl AppState {
@@ -26,6 +33,9 @@ impl AppState {
             .build()?;
         let providers = Registry::build(&config, &http);
         Ok(Arc::new(AppState {
+            health: Arc::new(Health::in_memory(&config)),
+            limits: RateLimits::build(&config),
+            selector: Selector::new(&config),
             providers,
             tokens: TokenCounter::new(),
             http,

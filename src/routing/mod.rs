@@ -1,6 +1,13 @@
 //! From a request to the upstream that serves it: target resolution (one provider, a
-//! rotation, an autoselect), the context pipeline, and the first-event commit of streams.
+//! rotation, an autoselect), the context pipeline, health tracking, and the first-event
+//! commit of streams.
 
+pub mod autoselect;
+pub mod health;
+pub mod ratelimit;
+pub mod rotation;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -33,8 +40,62 @@ pub enum RouteError {
     UnknownModel(String),
     #[error("{0}")]
     Unusable(String),
+    /// A direct request to a provider (or model) in cooldown.
+    #[error("'{target}' is cooling down after provider-side failures; retry in {}s", ceil_secs(*retry_after))]
+    Cooling {
+        target: String,
+        retry_after: Duration,
+    },
+    /// Every candidate of a rotation failed on the provider's side.
+    #[error("{what}: every candidate failed: {attempts}")]
+    AllFailed { what: String, attempts: Attempts },
+    /// Every candidate answered 429 (or was cooling after one).
+    #[error("{what}: every candidate is rate limited: {attempts}")]
+    AllRateLimited {
+        what: String,
+        attempts: Attempts,
+        retry_after: Option<Duration>,
+    },
+    /// Every candidate is cooling down: nothing was tried.
+    #[error("{what}: every candidate is cooling down after failures: {attempts}")]
+    AllCooling {
+        what: String,
+        attempts: Attempts,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Provider(#[from] ProviderError),
+}
+
+/// Whole seconds, rounded up, as Retry-After says them.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// One candidate of a rotation and why it did not serve: `provider/model: reason`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub target: String,
+    pub reason: String,
+}
+
+/// The attempts of a failed rotation, in order; printed `a/m: why; b/m: why`.
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(pub Vec<Attempt>);
+
+impl std::fmt::Display for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no candidates");
+        }
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", a.target, a.reason)?;
+        }
+        Ok(())
+    }
 }
 
 /// What served a request, and how.
@@ -117,13 +178,35 @@ pub async fn dispatch(
 ) -> Result<Served, RouteError> {
     match target {
         Target::Provider { provider, model } => serve_provider(state, &provider, &model, req).await,
-        Target::Rotation(name) => Err(RouteError::UnknownRotation(name)),
-        Target::Autoselect(name) => Err(RouteError::UnknownAutoselect(name)),
+        Target::Rotation(name) => rotation::serve(state, &name, req).await,
+        Target::Autoselect(name) => autoselect::serve(state, &name, req).await,
     }
 }
 
-/// One attempt at one provider: context pipeline, upstream call, first-event commit.
+/// A direct request to one provider: refused while it cools down, spaced by its
+/// `rate_limit` (waiting for its slot), then one attempt.
 pub async fn serve_provider(
+    state: &AppState,
+    provider_id: &str,
+    model: &str,
+    req: ChatRequest,
+) -> Result<Served, RouteError> {
+    if !state.config.providers.contains_key(provider_id) {
+        return Err(RouteError::UnknownProvider(provider_id.to_string()));
+    }
+    if let Some(c) = state.health.cooling(provider_id, model).await {
+        return Err(RouteError::Cooling {
+            target: format!("{provider_id}/{model}"),
+            retry_after: c.remaining(),
+        });
+    }
+    state.limits.wait_for_slot(provider_id, model).await;
+    attempt(state, provider_id, model, req).await
+}
+
+/// One attempt at one provider: context pipeline, upstream call, first-event commit, and
+/// the health record (here only, so a failure is counted once whoever called).
+pub async fn attempt(
     state: &AppState,
     provider_id: &str,
     model: &str,
@@ -145,12 +228,21 @@ pub async fn serve_provider(
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
     let effective_context = context::prepare(state, &mut req, config, model).await;
-    let outcome = provider.chat(&req, model).await?;
-    let outcome = match outcome {
-        ChatOutcome::Stream(stream) => {
-            ChatOutcome::Stream(commit_after_first_event(stream, state.first_byte_timeout()).await?)
+    let outcome = match call(state, provider.as_ref(), &req, model).await {
+        Ok(ChatOutcome::Complete(r)) => {
+            state.health.success(provider_id, model).await;
+            ChatOutcome::Complete(r)
         }
-        complete => complete,
+        Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
+            s,
+            state.health.clone(),
+            provider_id.to_string(),
+            model.to_string(),
+        )),
+        Err(e) => {
+            state.health.failure(provider_id, model, &e).await;
+            return Err(e.into());
+        }
     };
     Ok(Served {
         outcome,
@@ -159,6 +251,43 @@ pub async fn serve_provider(
         effective_context,
         autoselected: None,
     })
+}
+
+async fn call(
+    state: &AppState,
+    provider: &dyn crate::providers::Provider,
+    req: &ChatRequest,
+    model: &str,
+) -> Result<ChatOutcome, ProviderError> {
+    match provider.chat(req, model).await? {
+        ChatOutcome::Stream(stream) => Ok(ChatOutcome::Stream(
+            commit_after_first_event(stream, state.first_byte_timeout()).await?,
+        )),
+        complete => Ok(complete),
+    }
+}
+
+/// A committed stream's health record: success at its end, a failure on an error mid-way.
+/// A client that hangs up mid-stream records nothing.
+fn track_stream(
+    stream: ChatStream,
+    health: Arc<health::Health>,
+    provider: String,
+    model: String,
+) -> ChatStream {
+    futures::stream::unfold(
+        (stream, health, provider, model),
+        |(mut stream, health, provider, model)| async move {
+            let item = stream.next().await?;
+            match &item {
+                Ok(StreamItem::End(_)) => health.success(&provider, &model).await,
+                Err(e) => health.failure(&provider, &model, e).await,
+                Ok(StreamItem::Chunk(_)) => {}
+            }
+            Some((item, (stream, health, provider, model)))
+        },
+    )
+    .boxed()
 }
 
 /// Waits for the stream's first item: an error or silence before it is still an ordinary

@@ -145,6 +145,28 @@ impl ApiError {
                     "service_unavailable",
                     Some("misconfigured"),
                 ),
+                RouteError::Cooling { retry_after, .. }
+                | RouteError::AllCooling { retry_after, .. } => ErrorParts {
+                    retry_after: Some(*retry_after),
+                    ..parts(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service_unavailable",
+                        Some("cooling_down"),
+                    )
+                },
+                RouteError::AllRateLimited { retry_after, .. } => ErrorParts {
+                    retry_after: *retry_after,
+                    ..parts(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        Some("rate_limit_exceeded"),
+                    )
+                },
+                RouteError::AllFailed { .. } => parts(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    Some("all_candidates_failed"),
+                ),
                 RouteError::Provider(p) => provider_error_parts(p),
             },
         }
@@ -180,7 +202,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         if let Some(d) = p.retry_after {
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            // Never 0: a client told "retry after 0s" would hammer a cooling provider.
+            let secs = crate::routing::ceil_secs(d).max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }

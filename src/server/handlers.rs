@@ -49,7 +49,21 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Response {
             "autoselect": c.autoselect.keys().collect::<Vec<_>>(),
             "unsupported_providers": unsupported,
             "unusable": unusable,
+            "provider_status": state.health.status().await,
         }),
+    )
+}
+
+/// `GET /api/rotations`: the rotation configs (they hold no secrets).
+pub async fn rotations(State(state): State<Arc<AppState>>) -> Response {
+    json_response(StatusCode::OK, &routing::rotation::describe(&state.config))
+}
+
+/// `GET /api/autoselect`: the autoselect configs.
+pub async fn autoselects(State(state): State<Arc<AppState>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &routing::autoselect::describe(&state.config),
     )
 }
 

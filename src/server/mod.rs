@@ -30,6 +30,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(handlers::all_models))
         .route("/api/v1/models", get(handlers::all_models))
         .route("/api/models", get(handlers::all_models))
+        .route("/api/rotations", get(handlers::rotations))
+        .route("/api/autoselect", get(handlers::autoselects))
         .route(
             "/api/{provider}/chat/completions",
             post(handlers::provider_chat),

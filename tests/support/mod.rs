@@ -397,3 +397,6 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
 // ---------- Google Gemini mock ----------
 
 pub mod gemini_mock;
+// ---------- routing tests (rotations, autoselect) ----------
+
+pub mod scripted_mock;

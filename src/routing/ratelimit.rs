@@ -1,0 +1,182 @@
+//! Client-side spacing (`rate_limit`: minimum seconds between two requests to a provider, or
+//! to a model when the model sets its own), as the original.
+//!
+//! Each limited key holds one atomic "next allowed instant". A request either takes a free
+//! slot without waiting (`try_acquire`, what a rotation does so it can skip a busy entry) or
+//! reserves the earliest slot and sleeps until it (`reserve`). We do not use `governor`:
+//! its GCRA answers "may I go now", while a rotation needs "which of these keys is free, and
+//! when is the earliest one free" plus a reservation of that exact slot, which is a dozen
+//! lines on one atomic per key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+
+struct Gate {
+    interval: u64,
+    /// Nanoseconds since `RateLimits::base` of the next free slot.
+    next: AtomicU64,
+}
+
+impl Gate {
+    fn try_acquire(&self, now: u64) -> Result<(), u64> {
+        let mut cur = self.next.load(Ordering::Acquire);
+        loop {
+            if cur > now {
+                return Err(cur);
+            }
+            match self.next.compare_exchange_weak(
+                cur,
+                now + self.interval,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn reserve(&self, now: u64) -> u64 {
+        let mut cur = self.next.load(Ordering::Acquire);
+        loop {
+            let slot = cur.max(now);
+            match self.next.compare_exchange_weak(
+                cur,
+                slot + self.interval,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return slot,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scope {
+    provider: Option<Gate>,
+    models: HashMap<String, Gate>,
+}
+
+/// Every limited key, built once from the configuration; unlimited keys have no gate and
+/// cost one map lookup.
+pub struct RateLimits {
+    base: Instant,
+    scopes: HashMap<String, Scope>,
+}
+
+fn gate(seconds: f64) -> Option<Gate> {
+    let d = Duration::try_from_secs_f64(seconds).ok()?;
+    (!d.is_zero()).then(|| Gate {
+        interval: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4),
+        next: AtomicU64::new(0),
+    })
+}
+
+impl RateLimits {
+    /// A model's `rate_limit` in providers.json or in a rotation entry gives it its own key
+    /// (the larger value when both set one); otherwise the provider's applies.
+    pub fn build(config: &Config) -> RateLimits {
+        let mut seconds: HashMap<&str, (f64, HashMap<&str, f64>)> = HashMap::new();
+        for (id, p) in &config.providers {
+            let models = p
+                .models
+                .iter()
+                .filter_map(|m| Some((m.name.as_str(), m.rate_limit?)))
+                .collect();
+            seconds.insert(id, (p.rate_limit, models));
+        }
+        for r in config.rotations.values() {
+            for rp in &r.providers {
+                let Some((_, models)) = seconds.get_mut(rp.provider_id.as_str()) else {
+                    continue;
+                };
+                for m in &rp.models {
+                    if let Some(s) = m.rate_limit {
+                        let v = models.entry(m.name.as_str()).or_insert(s);
+                        *v = v.max(s);
+                    }
+                }
+            }
+        }
+        let scopes = seconds
+            .into_iter()
+            .map(|(id, (p, models))| {
+                let scope = Scope {
+                    provider: gate(p),
+                    models: models
+                        .into_iter()
+                        .filter_map(|(m, s)| Some((m.to_string(), gate(s)?)))
+                        .collect(),
+                };
+                (id.to_string(), scope)
+            })
+            .collect();
+        RateLimits {
+            base: Instant::now(),
+            scopes,
+        }
+    }
+
+    fn gate(&self, provider: &str, model: &str) -> Option<&Gate> {
+        let scope = self.scopes.get(provider)?;
+        scope.models.get(model).or(scope.provider.as_ref())
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX / 4)
+    }
+
+    fn instant(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
+    }
+
+    /// Takes the slot if it is free now; otherwise says when the next one is.
+    pub fn try_acquire(&self, provider: &str, model: &str) -> Result<(), Instant> {
+        match self.gate(provider, model) {
+            None => Ok(()),
+            Some(g) => g.try_acquire(self.now()).map_err(|ns| self.instant(ns)),
+        }
+    }
+
+    /// When the key is next free (`None`: free now), without taking anything.
+    pub fn next_free(&self, provider: &str, model: &str) -> Option<Instant> {
+        let g = self.gate(provider, model)?;
+        let next = g.next.load(Ordering::Acquire);
+        (next > self.now()).then(|| self.instant(next))
+    }
+
+    /// Reserves the earliest slot and waits for it. Other keys are never blocked.
+    pub async fn wait_for_slot(&self, provider: &str, model: &str) {
+        let Some(g) = self.gate(provider, model) else {
+            return;
+        };
+        let now = self.now();
+        let slot = g.reserve(now);
+        if slot > now {
+            tokio::time::sleep_until(self.instant(slot).into()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacing_and_reservation() {
+        let g = gate(1.0).unwrap();
+        let s = 1_000_000_000;
+        assert!(g.try_acquire(0).is_ok());
+        assert_eq!(g.try_acquire(s / 2), Err(s));
+        assert!(g.try_acquire(s).is_ok());
+        // Two waiters get consecutive slots, never the same one.
+        assert_eq!(g.reserve(s + 1), 2 * s);
+        assert_eq!(g.reserve(s + 1), 3 * s);
+        assert!(gate(0.0).is_none());
+    }
+}
