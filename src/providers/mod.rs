@@ -1,6 +1,7 @@
 //! Providers: the trait every upstream implements, its error type, and the registry.
 //! One file per provider; a new provider is one file plus one line in `build`.
 
+pub mod anthropic;
 pub mod http;
 pub mod openai;
 pub mod sse;
@@ -166,9 +167,8 @@ fn make(
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
-        ProviderKind::Anthropic | ProviderKind::Google | ProviderKind::Ollama => {
-            Some(Arc::new(http::NotYetServed(base)))
-        }
+        ProviderKind::Anthropic => Some(Arc::new(anthropic::Anthropic::new(base))),
+        ProviderKind::Google | ProviderKind::Ollama => Some(Arc::new(http::NotYetServed(base))),
         ProviderKind::Unsupported(_) => None,
     }
 }
