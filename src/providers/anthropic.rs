@@ -234,14 +234,14 @@ impl NativeUsage {
     /// OpenAI's prompt count includes cached tokens; Anthropic reports them apart.
     fn to_openai(&self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0)
-            + cached
-            + self.cache_creation_input_tokens.unwrap_or(0);
+        let prompt =
+            self.input_tokens.unwrap_or(0) + cached + self.cache_creation_input_tokens.unwrap_or(0);
         let mut usage = Usage::new(prompt, self.output_tokens.unwrap_or(0));
         if cached > 0 {
-            usage
-                .extra
-                .insert("prompt_tokens_details".into(), json!({"cached_tokens": cached}));
+            usage.extra.insert(
+                "prompt_tokens_details".into(),
+                json!({"cached_tokens": cached}),
+            );
         }
         usage
     }
@@ -419,11 +419,17 @@ fn translate_messages(messages: &[Message]) -> (Option<System>, Vec<NativeMessag
                 system.extend(m.content.as_ref().map(content_blocks).unwrap_or_default());
                 continue;
             }
-            "user" => ("user", m.content.as_ref().map(content_blocks).unwrap_or_default()),
+            "user" => (
+                "user",
+                m.content.as_ref().map(content_blocks).unwrap_or_default(),
+            ),
             "assistant" => ("assistant", assistant_blocks(m)),
             "tool" => ("user", vec![tool_result(m)]),
             other => {
-                tracing::debug!(role = other, "dropped a message with a role Anthropic lacks");
+                tracing::debug!(
+                    role = other,
+                    "dropped a message with a role Anthropic lacks"
+                );
                 continue;
             }
         };
@@ -450,9 +456,15 @@ fn native_system(blocks: Vec<Block>) -> Option<System> {
     if blocks.is_empty() {
         return None;
     }
-    let plain = blocks
-        .iter()
-        .all(|b| matches!(b, Block::Text { cache_control: None, .. }));
+    let plain = blocks.iter().all(|b| {
+        matches!(
+            b,
+            Block::Text {
+                cache_control: None,
+                ..
+            }
+        )
+    });
     if !plain {
         return Some(System::Blocks(blocks));
     }
@@ -531,7 +543,10 @@ fn part_block(part: &ContentPart) -> Option<Block> {
         "image" | "document" | "thinking" | "redacted_thinking" | "search_result" | "tool_use"
         | "tool_result" => serde_json::to_value(part).ok().map(Block::Native),
         other => {
-            tracing::debug!(part = other, "dropped a content part Anthropic cannot express");
+            tracing::debug!(
+                part = other,
+                "dropped a content part Anthropic cannot express"
+            );
             None
         }
     }
@@ -1055,7 +1070,11 @@ struct NativeModel {
 
 fn model_info(m: NativeModel) -> ModelInfo {
     let mut info = ModelInfo::new(m.id, "anthropic");
-    info.created = m.created_at.as_deref().and_then(rfc3339_seconds).unwrap_or(0);
+    info.created = m
+        .created_at
+        .as_deref()
+        .and_then(rfc3339_seconds)
+        .unwrap_or(0);
     if let Some(name) = m.display_name {
         info.extra
             .insert("display_name".into(), Value::String(name));
@@ -1369,10 +1388,12 @@ mod tests {
 
     #[test]
     fn fields_anthropic_cannot_express_are_dropped() {
-        let out = native(json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+        let out = native(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
             "seed": 1, "n": 1, "presence_penalty": 0.5, "response_format": {"type": "json_object"},
             "logprobs": true, "stream_options": {"include_usage": true}, "tool_choice": "auto",
-            "metadata": {"tag": "x"}, "service_tier": "flex", "betas": ["b1"], "temperature": null}));
+            "metadata": {"tag": "x"}, "service_tier": "flex", "betas": ["b1"], "temperature": null}),
+        );
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["max_tokens", "messages", "model"], "{out}");
     }
@@ -1462,7 +1483,10 @@ mod tests {
             assert_eq!(m["tool_calls"], tools, "{resp}");
             assert_eq!(m["refusal"], Value::Null);
             assert!(m.as_object().unwrap().contains_key("refusal"));
-            assert!(v["choices"][0].as_object().unwrap().contains_key("logprobs"));
+            assert!(v["choices"][0]
+                .as_object()
+                .unwrap()
+                .contains_key("logprobs"));
             assert_eq!(v["choices"][0]["finish_reason"], finish);
             assert_eq!(v["usage"]["prompt_tokens"], prompt);
             assert_eq!(v["usage"]["completion_tokens"], completion);
@@ -1478,10 +1502,19 @@ mod tests {
             )
             .unwrap_err()
         };
-        assert!(matches!(err("overloaded_error"), ProviderError::Upstream { status: 529, .. }));
+        assert!(matches!(
+            err("overloaded_error"),
+            ProviderError::Upstream { status: 529, .. }
+        ));
         assert!(err("overloaded_error").is_provider_fault());
-        assert!(matches!(err("api_error"), ProviderError::Upstream { status: 500, .. }));
-        assert!(matches!(err("rate_limit_error"), ProviderError::RateLimited { .. }));
+        assert!(matches!(
+            err("api_error"),
+            ProviderError::Upstream { status: 500, .. }
+        ));
+        assert!(matches!(
+            err("rate_limit_error"),
+            ProviderError::RateLimited { .. }
+        ));
         let bad = err("invalid_request_error");
         assert!(matches!(bad, ProviderError::Upstream { status: 400, .. }));
         assert!(!bad.is_provider_fault());
@@ -1519,7 +1552,10 @@ mod tests {
         ];
         let out: Vec<Emit> = events.iter().map(|e| t.on_data(e).unwrap()).collect();
         let c: Vec<Value> = out.iter().map(chunk_json).collect();
-        assert_eq!(c[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+        assert_eq!(
+            c[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
         assert_eq!(c[0]["id"], "msg_s");
         assert!(c[1].is_null() && c[2].is_null() && c[4].is_null() && c[6].is_null());
         assert_eq!(c[3]["choices"][0]["delta"]["content"], "Hi");
@@ -1543,7 +1579,10 @@ mod tests {
             panic!("message_stop finishes")
         };
         let u = end.usage.as_ref().unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (30, 15, 45));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (30, 15, 45)
+        );
         assert_eq!(end.id, "msg_s");
         assert_eq!(end.content_chunks, 6);
         assert!(t.is_finished());
@@ -1553,9 +1592,13 @@ mod tests {
     fn stream_error_event_is_an_error() {
         let mut t = StreamTranslator::default();
         let e = t
-            .on_data(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+            .on_data(
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )
             .unwrap_err();
-        assert!(matches!(e, ProviderError::Upstream { status: 529, ref message, .. } if message == "Overloaded"));
+        assert!(
+            matches!(e, ProviderError::Upstream { status: 529, ref message, .. } if message == "Overloaded")
+        );
         assert!(t.on_data("{not json").is_err());
         assert!(t
             .on_data(r#"{"type":"content_block_delta","index":7,"delta":{"type":"input_json_delta","partial_json":"x"}}"#)
@@ -1566,8 +1609,14 @@ mod tests {
     fn rfc3339_times() {
         assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_seconds("2025-02-19T00:00:00Z"), Some(1_739_923_200));
-        assert_eq!(rfc3339_seconds("2024-02-29T12:30:15.123Z"), Some(1_709_209_815));
-        assert_eq!(rfc3339_seconds("2025-02-19T02:00:00+02:00"), Some(1_739_923_200));
+        assert_eq!(
+            rfc3339_seconds("2024-02-29T12:30:15.123Z"),
+            Some(1_709_209_815)
+        );
+        assert_eq!(
+            rfc3339_seconds("2025-02-19T02:00:00+02:00"),
+            Some(1_739_923_200)
+        );
         assert_eq!(rfc3339_seconds("yesterday"), None);
         assert_eq!(rfc3339_seconds("2025-13-19T00:00:00Z"), None);
     }
