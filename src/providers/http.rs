@@ -3,12 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
-use super::{ChatOutcome, Phase, Provider, ProviderError, Timeouts};
-use crate::api::openai::{ChatRequest, ModelInfo};
+use super::{Phase, ProviderError, Timeouts};
 use crate::config::{ApiKey, ProviderConfig};
 use crate::secret::Secret;
 
@@ -209,22 +207,6 @@ pub fn retry_delay_in_body(body: &[u8]) -> Option<Duration> {
         .and_then(|s| s.trim().strip_suffix('s')?.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
-}
-
-/// Placeholder registered for provider types whose adapter is not built yet.
-pub struct NotYetServed(pub Upstream);
-
-#[async_trait]
-impl Provider for NotYetServed {
-    fn id(&self) -> &str {
-        &self.0.id
-    }
-    async fn chat(&self, _req: &ChatRequest, _model: &str) -> Result<ChatOutcome, ProviderError> {
-        Err(ProviderError::Unsupported(self.0.id.clone()))
-    }
-    async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
-        Err(ProviderError::Unsupported(self.0.id.clone()))
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Providers: the trait every upstream implements, its error type, and the registry.
 //! One file per provider; a new provider is one file plus one line in `build`.
 
+pub mod anthropic;
 pub mod gemini;
 pub mod http;
 pub mod ollama;
@@ -95,8 +96,6 @@ pub enum ProviderError {
     Protocol(String),
     #[error("no API key: set the environment variable {var} (providers.json: providers.{provider}.api_key)")]
     MissingKey { provider: String, var: String },
-    #[error("provider '{0}' has an unsupported type")]
-    Unsupported(String),
 }
 
 impl ProviderError {
@@ -109,18 +108,14 @@ impl ProviderError {
             | ProviderError::RateLimited { .. }
             | ProviderError::Protocol(_) => true,
             ProviderError::Upstream { status, .. } => *status >= 500 || *status == 408,
-            ProviderError::MissingKey { .. } | ProviderError::Unsupported(_) => false,
+            ProviderError::MissingKey { .. } => false,
         }
     }
 
     /// A failure another candidate may not share: a rotation tries the next entry. Missing
     /// keys are configuration, not health: failed over, never counted.
     pub fn should_failover(&self) -> bool {
-        self.is_provider_fault()
-            || matches!(
-                self,
-                ProviderError::MissingKey { .. } | ProviderError::Unsupported(_)
-            )
+        self.is_provider_fault() || matches!(self, ProviderError::MissingKey { .. })
     }
 }
 
@@ -168,9 +163,9 @@ fn make(
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
+        ProviderKind::Anthropic => Some(Arc::new(anthropic::Anthropic::new(base))),
         ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(base))),
         ProviderKind::Ollama => Some(Arc::new(ollama::Ollama::new(base))),
-        ProviderKind::Anthropic => Some(Arc::new(http::NotYetServed(base))),
         ProviderKind::Unsupported(_) => None,
     }
 }

@@ -94,10 +94,6 @@ pub fn provider_error_parts(e: &ProviderError) -> ErrorParts {
             "authentication_error",
             Some("missing_api_key"),
         ),
-        ProviderError::Unsupported(_) => parts(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("unsupported_provider"),
         ),
     }
 }

@@ -399,4 +399,5 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
 pub mod gemini_mock;
 // ---------- routing tests (rotations, autoselect) ----------
 
+pub mod anthropic_mock;
 pub mod scripted_mock;
