@@ -94,7 +94,6 @@ pub fn provider_error_parts(e: &ProviderError) -> ErrorParts {
             "authentication_error",
             Some("missing_api_key"),
         ),
-        ),
     }
 }
 
