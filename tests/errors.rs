@@ -226,7 +226,11 @@ async fn unreachable_reset_and_silent_upstreams() {
 #[tokio::test]
 async fn upstream_statuses_map_to_the_contract() {
     let mock = OpenAiMock::start().await;
-    let gw = gateway_for(&mock.endpoint, json!({})).await;
+    let gw = gateway_for(
+        &mock.endpoint,
+        json!({"error_tracking": {"max_failures": 100}}),
+    )
+    .await;
     mock.set_fault(Fault::Status(
         400,
         r#"{"error":{"message":"Unsupported parameter: 'foo'","type":"invalid_request_error","param":"foo","code":"unsupported_parameter"}}"#.into(),
@@ -245,14 +249,6 @@ async fn upstream_statuses_map_to_the_contract() {
         v["error"]["message"].as_str().unwrap().contains("*****"),
         "{v}"
     );
-
-    mock.set_fault(Fault::RateLimited(7));
-    let (s, v, h) = expect_error(&gw, "/v1/chat/completions", body(&chat("up/gpt-4o", true))).await;
-    assert_eq!(
-        (s, v["error"]["type"].as_str()),
-        (429, Some("rate_limit_error"))
-    );
-    assert_eq!(h["retry-after"], "7");
 
     mock.set_fault(Fault::Status(503, "upstream overloaded".into()));
     let (s, _, _) =
@@ -273,6 +269,15 @@ async fn upstream_statuses_map_to_the_contract() {
             "malformed, stream={stream}"
         );
     }
+
+    // Last: a 429 puts the provider into cooldown at once (then direct requests get 503).
+    mock.set_fault(Fault::RateLimited(7));
+    let (s, v, h) = expect_error(&gw, "/v1/chat/completions", body(&chat("up/gpt-4o", true))).await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (429, Some("rate_limit_error"))
+    );
+    assert_eq!(h["retry-after"], "7");
 }
 
 #[tokio::test]
