@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::context::tokens::TokenCounter;
+use crate::context::ContextState;
 use crate::providers::Registry;
 
 pub struct AppState {
@@ -12,6 +13,8 @@ pub struct AppState {
     pub providers: Registry,
     pub http: reqwest::Client,
     pub tokens: TokenCounter,
+    /// Condensation prompts (config dir overrides read once) and counters.
+    pub context: ContextState,
 }
 
 impl AppState {
@@ -28,6 +31,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             providers,
             tokens: TokenCounter::new(),
+            context: ContextState::load(&config.dir),
             http,
             config,
         }))

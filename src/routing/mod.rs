@@ -33,6 +33,9 @@ pub enum RouteError {
     UnknownModel(String),
     #[error("{0}")]
     Unusable(String),
+    /// Even with every droppable turn gone, the request is over the model's context_size.
+    #[error("the request needs {tokens} prompt tokens after condensation, over the model's context_size of {limit}: shorten the last message")]
+    ContextTooLarge { tokens: u64, limit: u64 },
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -144,7 +147,7 @@ pub async fn serve_provider(
         .providers
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
-    let effective_context = context::prepare(state, &mut req, config, model).await;
+    let effective_context = context::prepare(state, &mut req, config, model, None).await?;
     let outcome = provider.chat(&req, model).await?;
     let outcome = match outcome {
         ChatOutcome::Stream(stream) => {

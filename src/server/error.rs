@@ -145,6 +145,11 @@ impl ApiError {
                     "service_unavailable",
                     Some("misconfigured"),
                 ),
+                RouteError::ContextTooLarge { .. } => parts(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("context_length_exceeded"),
+                ),
                 RouteError::Provider(p) => provider_error_parts(p),
             },
         }
