@@ -351,7 +351,9 @@ mod tests {
     #[test]
     fn strips_filler_from_old_turns() {
         assert_eq!(
-            strip_filler("Sure! Here is the fix.\ncode\nI hope this helps!\nLet me know if you need more."),
+            strip_filler(
+                "Sure! Here is the fix.\ncode\nI hope this helps!\nLet me know if you need more."
+            ),
             "Here is the fix.\ncode"
         );
     }

@@ -1,6 +1,6 @@
-//! `hierarchical`: persistent facts (system messages verbatim, the original request, goals)
-//! + a structured summary of the history by the condensation model + the latest code blocks
-//! verbatim + the recent turns verbatim + the current instruction.
+//! `hierarchical`: persistent facts (system messages verbatim, the original request, goals),
+//! a structured summary of the history by the condensation model, the latest code blocks
+//! verbatim, the recent turns verbatim, and the current instruction.
 
 use super::model::{note, older, transcript, Asker, CondenseError};
 use super::turns::{rebuild, split};
@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn finds_fenced_blocks_verbatim() {
         let t = "intro\n```rust\nfn a() {}\n```\nmid\n~~~\nx\n```\ny\n~~~\nend";
-        assert_eq!(code_blocks(t), vec!["```rust\nfn a() {}\n```", "~~~\nx\n```\ny\n~~~"]);
+        assert_eq!(
+            code_blocks(t),
+            vec!["```rust\nfn a() {}\n```", "~~~\nx\n```\ny\n~~~"]
+        );
     }
 
     #[test]

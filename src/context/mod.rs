@@ -84,8 +84,7 @@ pub fn policy<'a>(
     entry: Option<&'a ModelConfig>,
 ) -> Option<Policy<'a>> {
     let layers = [entry, provider.model(model)];
-    let context_size =
-        layered(&layers, |m| m.context_size).or(provider.default_context_size)?;
+    let context_size = layered(&layers, |m| m.context_size).or(provider.default_context_size)?;
     let percent = layered(&layers, |m| m.condense_context)
         .or(provider.default_condense_context)
         .unwrap_or(0.0);
@@ -168,8 +167,7 @@ async fn condense(
                 counted(
                     state,
                     model,
-                    conversational::condense(&asker, &prompts.conversational, &req.messages)
-                        .await,
+                    conversational::condense(&asker, &prompts.conversational, &req.messages).await,
                 )
                 .await
             }
@@ -193,19 +191,38 @@ async fn condense(
         let ms = t0.elapsed().as_millis() as u64;
         match result {
             Ok((messages, after)) if after < tokens => {
-                tracing::info!(?method, before = tokens, after, ms, model, "context condensed");
+                tracing::info!(
+                    ?method,
+                    before = tokens,
+                    after,
+                    ms,
+                    model,
+                    "context condensed"
+                );
                 req.messages = messages;
                 tokens = after;
             }
             Ok((_, after)) => {
-                tracing::info!(?method, before = tokens, after, ms, model, "condensation did not shrink the context, kept the original");
+                tracing::info!(
+                    ?method,
+                    before = tokens,
+                    after,
+                    ms,
+                    model,
+                    "condensation did not shrink the context, kept the original"
+                );
             }
             Err(CondenseError::NothingToCondense) => {
                 tracing::debug!(?method, "nothing old enough to condense");
             }
             Err(e) => {
                 stats.failures[slot(method)].fetch_add(1, Relaxed);
-                tracing::warn!(?method, ms, model, "condensation failed, trying the next method: {e}");
+                tracing::warn!(
+                    ?method,
+                    ms,
+                    model,
+                    "condensation failed, trying the next method: {e}"
+                );
             }
         }
         if tokens < policy.threshold {
@@ -215,7 +232,9 @@ async fn condense(
     if tokens > policy.context_size {
         tokens = last_resort(state, req, model, policy.context_size, tokens).await?;
     }
-    stats.tokens_saved.fetch_add(sent.saturating_sub(tokens), Relaxed);
+    stats
+        .tokens_saved
+        .fetch_add(sent.saturating_sub(tokens), Relaxed);
     tracing::info!(
         before = sent,
         after = tokens,
@@ -229,7 +248,11 @@ async fn condense(
 }
 
 /// `algorithmic` and the count of its result, off the runtime when the prompt is big.
-async fn run_algorithmic(state: &AppState, req: &mut ChatRequest, model: &str) -> (Vec<Message>, u64) {
+async fn run_algorithmic(
+    state: &AppState,
+    req: &mut ChatRequest,
+    model: &str,
+) -> (Vec<Message>, u64) {
     let original = std::mem::take(&mut req.messages);
     let bpe = state.tokens.bpe_for(model);
     let (original, out, n) = state
@@ -298,10 +321,12 @@ mod tests {
     use crate::config::CondenseMethods;
 
     fn provider(models: Vec<ModelConfig>) -> ProviderConfig {
-        serde_json::from_value(serde_json::json!({"type": "openai"})).map(|mut p: ProviderConfig| {
-            p.models = models;
-            p
-        }).unwrap()
+        serde_json::from_value(serde_json::json!({"type": "openai"}))
+            .map(|mut p: ProviderConfig| {
+                p.models = models;
+                p
+            })
+            .unwrap()
     }
 
     fn model(name: &str) -> ModelConfig {

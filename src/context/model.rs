@@ -203,7 +203,10 @@ pub fn note(text: String) -> Message {
 }
 
 /// The non-system messages at `indexes`.
-pub fn older<'m>(messages: &'m [Message], indexes: &'m [usize]) -> impl Iterator<Item = &'m Message> {
+pub fn older<'m>(
+    messages: &'m [Message],
+    indexes: &'m [usize],
+) -> impl Iterator<Item = &'m Message> {
     indexes
         .iter()
         .map(|&i| &messages[i])

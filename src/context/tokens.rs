@@ -214,7 +214,10 @@ mod tests {
         let plain = bpe.count_message(&Message::new("user", "hi"));
         let mut named = Message::new("user", "hi");
         named.name = Some("alice".into());
-        assert_eq!(bpe.count_message(&named), plain + 1 + bpe.count_text("alice"));
+        assert_eq!(
+            bpe.count_message(&named),
+            plain + 1 + bpe.count_text("alice")
+        );
 
         let mut call = Message::new("assistant", "");
         call.content = None;

@@ -23,7 +23,11 @@ pub fn units(messages: &[Message]) -> Vec<Range<usize>> {
     while i < messages.len() {
         let start = i;
         i += 1;
-        if messages[start].tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
+        if messages[start]
+            .tool_calls
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+        {
             while i < messages.len() && messages[i].role == "tool" {
                 i += 1;
             }

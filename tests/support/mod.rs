@@ -393,3 +393,5 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
 }
+
+pub mod condense_mock;
