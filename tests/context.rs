@@ -576,3 +576,31 @@ async fn a_prompt_file_in_the_config_dir_overrides_the_shipped_one() {
     send_ok(&gw, &chat(10, 100)).await;
     assert_eq!(s.cm.received.last().body["messages"][0]["content"], custom);
 }
+
+/// The `tiktoken` crate (benchmarked in benches/tokens.rs) must count exactly like
+/// tiktoken-rs, the counter aisbf ships, on prose, code, logs, unicode and hostile input.
+#[test]
+fn tiktoken_crate_counts_like_tiktoken_rs() {
+    let counter = aisbf::context::tokens::TokenCounter::new();
+    let log = log_fixture();
+    let samples = [
+        words(7, 500),
+        log[..20_000].to_string(),
+        "fn main() {\n    println!(\"{}\", 1 + 2);\n}\n\t\t  trailing   \n\n".repeat(50),
+        "Grüße aus Lisboa — ça va? 日本語のテキスト, 中文, emoji 🎉🚀, Ελληνικά.".repeat(40),
+        "a".repeat(5_000),
+        "qwertyuiopasdfghjklzxcvbnm".repeat(200),
+        "<|endoftext|> special tokens count as ordinary text".to_string(),
+    ];
+    for (model, encoding) in [("gpt-4", "cl100k_base"), ("gpt-4o", "o200k_base")] {
+        let enc = tiktoken::get_encoding(encoding).unwrap();
+        for s in &samples {
+            assert_eq!(
+                counter.count_text(model, s) as usize,
+                enc.count(s),
+                "{encoding} on {:?}",
+                &s[..s.len().min(60)]
+            );
+        }
+    }
+}
