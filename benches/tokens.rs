@@ -1,5 +1,5 @@
-//! Token counting and `algorithmic` speed: tiktoken-rs (what aisbf uses) against the
-//! `tiktoken` crate, on a 128k-token conversation, 1 MiB of hostile input (letters, no
+//! Token counting and `algorithmic` speed: the `tiktoken` crate (what aisbf counts with,
+//! through `TokenCounter`) against tiktoken-rs, on a 128k-token conversation, 1 MiB of hostile input (letters, no
 //! spaces: one giant pre-token), tokenizer start-up, and `algorithmic` on 1 MB of logs.
 //! Run: `cargo bench --bench tokens` (add `-- --min-time 0.5` for a short run).
 
@@ -71,7 +71,8 @@ fn logs() -> &'static String {
     })
 }
 
-mod tiktoken_rs_crate {
+/// aisbf's own counter: every field and overhead of every message.
+mod aisbf_counter {
     use super::*;
 
     #[divan::bench(args = ["gpt-4", "gpt-4o"])]
@@ -82,6 +83,45 @@ mod tiktoken_rs_crate {
     #[divan::bench(sample_count = 3, sample_size = 1, args = ["gpt-4", "gpt-4o"])]
     fn count_1mib_hostile(model: &str) -> u64 {
         counter().count_text(model, divan::black_box(hostile()))
+    }
+
+    #[divan::bench(sample_count = 5, sample_size = 1)]
+    fn init_both_tables() -> TokenCounter {
+        TokenCounter::new()
+    }
+}
+
+mod tiktoken_rs_crate {
+    use super::*;
+
+    fn count(bpe: &tiktoken_rs::CoreBPE, msgs: &[Message]) -> u64 {
+        3 + msgs
+            .iter()
+            .map(|m| {
+                3 + bpe.encode_ordinary(&m.role).len() as u64
+                    + bpe.encode_ordinary(&m.text()).len() as u64
+            })
+            .sum::<u64>()
+    }
+
+    fn table(name: &str) -> &'static tiktoken_rs::CoreBPE {
+        match name {
+            "o200k_base" => tiktoken_rs::o200k_base_singleton(),
+            _ => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    #[divan::bench(args = ["cl100k_base", "o200k_base"])]
+    fn count_128k_conversation(bencher: Bencher, name: &str) {
+        let bpe = table(name);
+        let msgs = conversation();
+        bencher.bench(|| count(bpe, divan::black_box(msgs)));
+    }
+
+    #[divan::bench(sample_count = 3, sample_size = 1, args = ["cl100k_base", "o200k_base"])]
+    fn count_1mib_hostile(bencher: Bencher, name: &str) {
+        let bpe = table(name);
+        bencher.bench(|| bpe.encode_ordinary(divan::black_box(hostile())).len());
     }
 
     #[divan::bench(sample_count = 5, sample_size = 1)]

@@ -1,10 +1,11 @@
-//! Token counting with embedded offline BPE tables (tiktoken-rs), initialised once at boot.
+//! Token counting with embedded offline BPE tables (the `tiktoken` crate, chosen over
+//! tiktoken-rs by benches/tokens.rs), initialised once at boot.
 //! Big inputs are counted on a bounded blocking pool so a hostile prompt never stalls the
 //! async runtime; small ones inline, where a thread hop would cost more than the count.
 
 use std::sync::Arc;
 
-use tiktoken_rs::CoreBPE;
+use tiktoken::CoreBpe;
 use tokio::sync::Semaphore;
 
 use crate::api::openai::{Content, Message};
@@ -20,14 +21,15 @@ pub const OFFLOAD_BYTES: usize = 32 * 1024;
 
 /// One BPE table, copyable into a blocking job.
 #[derive(Clone, Copy)]
-pub struct Bpe(&'static CoreBPE);
+pub struct Bpe(&'static CoreBpe);
 
 impl Bpe {
     pub fn count_text(self, text: &str) -> u64 {
         if text.is_empty() {
             return 0;
         }
-        self.0.encode_ordinary(text).len() as u64
+        // Special-token text counts as ordinary text, as a client's prompt must.
+        self.0.count(text) as u64
     }
 
     /// One message as OpenAI counts it: overhead, role, content, name, tool calls, tool id.
@@ -88,8 +90,8 @@ impl TokenCounter {
     pub fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         TokenCounter {
-            cl100k: Bpe(tiktoken_rs::cl100k_base_singleton()),
-            o200k: Bpe(tiktoken_rs::o200k_base_singleton()),
+            cl100k: Bpe(tiktoken::get_encoding("cl100k_base").expect("cl100k_base compiled in")),
+            o200k: Bpe(tiktoken::get_encoding("o200k_base").expect("o200k_base compiled in")),
             pool: Arc::new(Semaphore::new(cores)),
         }
     }
