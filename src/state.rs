@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::context::tokens::TokenCounter;
+use crate::context::ContextState;
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
 use crate::routing::health::Health;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub limits: RateLimits,
     pub selector: Selector,
+    /// Condensation prompts (config dir overrides read once) and counters.
+    pub context: ContextState,
 }
 
 impl AppState {
@@ -38,6 +41,7 @@ impl AppState {
             selector: Selector::new(&config),
             providers,
             tokens: TokenCounter::new(),
+            context: ContextState::load(&config.dir),
             http,
             config,
         }))

@@ -1,19 +1,82 @@
-//! Token counting with embedded offline BPE tables (tiktoken-rs), initialised once at boot.
+//! Token counting with embedded offline BPE tables (the `tiktoken` crate, chosen over
+//! tiktoken-rs by benches/tokens.rs), initialised once at boot.
+//! Big inputs are counted on a bounded blocking pool so a hostile prompt never stalls the
+//! async runtime; small ones inline, where a thread hop would cost more than the count.
 
-use tiktoken_rs::CoreBPE;
+use std::sync::Arc;
+
+use tiktoken::CoreBpe;
+use tokio::sync::Semaphore;
 
 use crate::api::openai::{Content, Message};
 
 /// Tokens OpenAI adds around every message (`<|start|>role ... <|end|>`).
 const PER_MESSAGE: u64 = 3;
 /// Tokens that prime the assistant's reply.
-const REPLY_PRIMING: u64 = 3;
+pub const REPLY_PRIMING: u64 = 3;
 /// A fixed estimate per image part: the real cost depends on its size, unknown here.
 pub const IMAGE_TOKENS: u64 = 765;
+/// Text above this many bytes is counted off the runtime (≈ 1 ms of BPE work).
+pub const OFFLOAD_BYTES: usize = 32 * 1024;
+
+/// One BPE table, copyable into a blocking job.
+#[derive(Clone, Copy)]
+pub struct Bpe(&'static CoreBpe);
+
+impl Bpe {
+    pub fn count_text(self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        // Special-token text counts as ordinary text, as a client's prompt must.
+        self.0.count(text) as u64
+    }
+
+    /// One message as OpenAI counts it: overhead, role, content, name, tool calls, tool id.
+    pub fn count_message(self, m: &Message) -> u64 {
+        let mut total = PER_MESSAGE + self.count_text(&m.role);
+        match &m.content {
+            Some(Content::Text(t)) => total += self.count_text(t),
+            Some(Content::Parts(parts)) => {
+                for p in parts {
+                    if let Some(t) = &p.text {
+                        total += self.count_text(t);
+                    }
+                    if p.image_url.is_some() || p.kind == "image_url" {
+                        total += IMAGE_TOKENS;
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some(name) = &m.name {
+            total += 1 + self.count_text(name);
+        }
+        if let Some(calls) = &m.tool_calls {
+            for c in calls {
+                total += PER_MESSAGE
+                    + self.count_text(&c.id)
+                    + self.count_text(&c.function.name)
+                    + self.count_text(&c.function.arguments);
+            }
+        }
+        if let Some(id) = &m.tool_call_id {
+            total += self.count_text(id);
+        }
+        total
+    }
+
+    /// Prompt tokens of a conversation: the messages plus the reply priming.
+    pub fn count_messages(self, messages: &[Message]) -> u64 {
+        REPLY_PRIMING + messages.iter().map(|m| self.count_message(m)).sum::<u64>()
+    }
+}
 
 pub struct TokenCounter {
-    cl100k: &'static CoreBPE,
-    o200k: &'static CoreBPE,
+    cl100k: Bpe,
+    o200k: Bpe,
+    /// Bounds the blocking jobs counting big inputs (one per core).
+    pool: Arc<Semaphore>,
 }
 
 impl Default for TokenCounter {
@@ -25,14 +88,16 @@ impl Default for TokenCounter {
 impl TokenCounter {
     /// Loads both tables now, so no request pays for it.
     pub fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         TokenCounter {
-            cl100k: tiktoken_rs::cl100k_base_singleton(),
-            o200k: tiktoken_rs::o200k_base_singleton(),
+            cl100k: Bpe(tiktoken::get_encoding("cl100k_base").expect("cl100k_base compiled in")),
+            o200k: Bpe(tiktoken::get_encoding("o200k_base").expect("o200k_base compiled in")),
+            pool: Arc::new(Semaphore::new(cores)),
         }
     }
 
     /// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
-    fn bpe_for(&self, model: &str) -> &CoreBPE {
+    pub fn bpe_for(&self, model: &str) -> Bpe {
         let m = model
             .rsplit('/')
             .next()
@@ -52,58 +117,76 @@ impl TokenCounter {
     }
 
     pub fn count_text(&self, model: &str, text: &str) -> u64 {
-        if text.is_empty() {
-            return 0;
-        }
-        self.bpe_for(model).encode_ordinary(text).len() as u64
+        self.bpe_for(model).count_text(text)
     }
 
     /// Prompt tokens of a conversation as OpenAI counts them.
     pub fn count_messages(&self, model: &str, messages: &[Message]) -> u64 {
-        let bpe = self.bpe_for(model);
-        let count = |s: &str| -> u64 {
-            if s.is_empty() {
-                0
-            } else {
-                bpe.encode_ordinary(s).len() as u64
-            }
-        };
-        let mut total = REPLY_PRIMING;
-        for m in messages {
-            total += PER_MESSAGE + count(&m.role);
-            match &m.content {
-                Some(Content::Text(t)) => total += count(t),
-                Some(Content::Parts(parts)) => {
-                    for p in parts {
-                        if let Some(t) = &p.text {
-                            total += count(t);
-                        }
-                        if p.image_url.is_some() || p.kind == "image_url" {
-                            total += IMAGE_TOKENS;
-                        }
-                    }
-                }
-                None => {}
-            }
-            if let Some(name) = &m.name {
-                total += 1 + count(name);
-            }
-            if let Some(calls) = &m.tool_calls {
-                for c in calls {
-                    total += PER_MESSAGE + count(&c.function.name) + count(&c.function.arguments);
-                }
-            }
-            if let Some(id) = &m.tool_call_id {
-                total += count(id);
-            }
-        }
-        total
+        self.bpe_for(model).count_messages(messages)
     }
+
+    /// Runs `job` inline when its input is small (`bytes`), else on the bounded blocking
+    /// pool: the permit is held by the job itself, so a dropped request cannot overfill it.
+    pub async fn offload<T, F>(&self, bytes: usize, job: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        if bytes < OFFLOAD_BYTES {
+            return job();
+        }
+        let permit = self.pool.clone().acquire_owned().await.ok();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        });
+        match handle.await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only at runtime shutdown, when nobody waits for this request any more.
+            Err(e) => panic!("token counting job cancelled: {e}"),
+        }
+    }
+
+    /// Counts `messages` (moved in and handed back, so a big prompt is never copied),
+    /// off the runtime when they are big.
+    pub async fn count_owned(&self, model: &str, messages: Vec<Message>) -> (Vec<Message>, u64) {
+        let bpe = self.bpe_for(model);
+        self.offload(text_bytes(&messages), move || {
+            let n = bpe.count_messages(&messages);
+            (messages, n)
+        })
+        .await
+    }
+}
+
+/// Approximate text size of a conversation: what decides whether counting is offloaded.
+pub fn text_bytes(messages: &[Message]) -> usize {
+    messages
+        .iter()
+        .map(|m| {
+            let content = match &m.content {
+                Some(Content::Text(t)) => t.len(),
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .map(|p| p.text.as_ref().map_or(0, String::len))
+                    .sum(),
+                None => 0,
+            };
+            let calls: usize = m.tool_calls.as_ref().map_or(0, |cs| {
+                cs.iter()
+                    .map(|c| c.function.arguments.len() + c.function.name.len())
+                    .sum()
+            });
+            content + calls
+        })
+        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::openai::{ContentPart, FunctionCall, ImageUrl, ToolCall};
 
     #[test]
     fn counts_like_openai_for_a_simple_chat() {
@@ -117,10 +200,100 @@ mod tests {
     #[test]
     fn picks_the_table_by_model_family() {
         let t = TokenCounter::new();
-        assert!(std::ptr::eq(t.bpe_for("openai/gpt-4o-mini"), t.o200k));
-        assert!(std::ptr::eq(t.bpe_for("o3-mini"), t.o200k));
-        assert!(std::ptr::eq(t.bpe_for("gpt-3.5-turbo"), t.cl100k));
-        assert!(std::ptr::eq(t.bpe_for("llama3.2"), t.cl100k));
-        assert!(std::ptr::eq(t.bpe_for("ollama"), t.cl100k));
+        let is = |a: Bpe, b: Bpe| std::ptr::eq(a.0, b.0);
+        assert!(is(t.bpe_for("openai/gpt-4o-mini"), t.o200k));
+        assert!(is(t.bpe_for("o3-mini"), t.o200k));
+        assert!(is(t.bpe_for("gpt-5"), t.o200k));
+        assert!(is(t.bpe_for("gpt-3.5-turbo"), t.cl100k));
+        assert!(is(t.bpe_for("llama3.2"), t.cl100k));
+        assert!(is(t.bpe_for("ollama"), t.cl100k));
+    }
+
+    #[test]
+    fn names_tool_calls_tool_results_and_images_count() {
+        let t = TokenCounter::new();
+        let bpe = t.bpe_for("gpt-4o");
+        let plain = bpe.count_message(&Message::new("user", "hi"));
+        let mut named = Message::new("user", "hi");
+        named.name = Some("alice".into());
+        assert_eq!(
+            bpe.count_message(&named),
+            plain + 1 + bpe.count_text("alice")
+        );
+
+        let mut call = Message::new("assistant", "");
+        call.content = None;
+        call.tool_calls = Some(vec![ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into(),
+            },
+        }]);
+        let expected = 3
+            + bpe.count_text("assistant")
+            + 3
+            + bpe.count_text("call_1")
+            + bpe.count_text("get_weather")
+            + bpe.count_text(r#"{"city":"Paris"}"#);
+        assert_eq!(bpe.count_message(&call), expected);
+
+        let mut result = Message::new("tool", "18C and sunny");
+        result.tool_call_id = Some("call_1".into());
+        assert_eq!(
+            bpe.count_message(&result),
+            3 + bpe.count_text("tool") + bpe.count_text("18C and sunny") + bpe.count_text("call_1")
+        );
+
+        let mut image = Message::new("user", "");
+        image.content = Some(Content::Parts(vec![
+            ContentPart {
+                kind: "text".into(),
+                text: Some("what is this".into()),
+                image_url: None,
+                extra: Default::default(),
+            },
+            ContentPart {
+                kind: "image_url".into(),
+                text: None,
+                image_url: Some(ImageUrl {
+                    url: "data:image/png;base64,AAAA".into(),
+                    detail: None,
+                }),
+                extra: Default::default(),
+            },
+        ]));
+        assert_eq!(
+            bpe.count_message(&image),
+            3 + bpe.count_text("user") + bpe.count_text("what is this") + IMAGE_TOKENS
+        );
+    }
+
+    /// On a current-thread runtime an inline count of a big prompt would freeze every other
+    /// task; offloaded, a ticker keeps running while it is counted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn big_inputs_are_counted_off_the_runtime() {
+        let t = TokenCounter::new();
+        let text = "lorem ipsum dolor sit amet consectetur ".repeat(20_000);
+        let msgs = vec![Message::new("user", text)];
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let expected = t.count_messages("gpt-4", &msgs);
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let (back, n) = t.count_owned("gpt-4", msgs).await;
+        let after = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        ticker.abort();
+        assert_eq!(n, expected);
+        assert_eq!(back.len(), 1);
+        assert!(after > before, "the runtime kept running during the count");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::api::openai::ChatRequest;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::context;
 use crate::providers::{ChatOutcome, ChatStream, Phase, ProviderError, StreamItem};
 use crate::state::AppState;
@@ -63,6 +63,9 @@ pub enum RouteError {
         attempts: Attempts,
         retry_after: Duration,
     },
+    /// Even with every droppable turn gone, the request is over the model's context_size.
+    #[error("the request needs {tokens} prompt tokens after condensation, over the model's context_size of {limit}: shorten the last message")]
+    ContextTooLarge { tokens: u64, limit: u64 },
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -201,7 +204,7 @@ pub async fn serve_provider(
         });
     }
     state.limits.wait_for_slot(provider_id, model).await;
-    attempt(state, provider_id, model, req).await
+    attempt(state, provider_id, model, None, req).await
 }
 
 /// One attempt at one provider: context pipeline, upstream call, first-event commit, and
@@ -210,6 +213,8 @@ pub async fn attempt(
     state: &AppState,
     provider_id: &str,
     model: &str,
+    // A rotation entry's own settings (context_size, condense_*) override the provider's.
+    entry: Option<&ModelConfig>,
     mut req: ChatRequest,
 ) -> Result<Served, RouteError> {
     let config = state
@@ -227,7 +232,7 @@ pub async fn attempt(
         .providers
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
-    let effective_context = context::prepare(state, &mut req, config, model).await;
+    let effective_context = context::prepare(state, &mut req, config, model, entry).await?;
     let outcome = match call(state, provider.as_ref(), &req, model).await {
         Ok(ChatOutcome::Complete(r)) => {
             state.health.success(provider_id, model).await;

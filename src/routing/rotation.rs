@@ -191,7 +191,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
             req.clone()
         };
         let Some(this) = this else { break };
-        match attempt(state, e.provider, &e.model.name, this).await {
+        match attempt(state, e.provider, &e.model.name, Some(e.model), this).await {
             Ok(served) => return Ok(served),
             Err(RouteError::Provider(err)) if err.should_failover() => {
                 tracing::info!(rotation = name, target = %e.target(), "failing over: {err}");

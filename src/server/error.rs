@@ -162,6 +162,11 @@ impl ApiError {
                     "upstream_error",
                     Some("all_candidates_failed"),
                 ),
+                RouteError::ContextTooLarge { .. } => parts(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("context_length_exceeded"),
+                ),
                 RouteError::Provider(p) => provider_error_parts(p),
             },
         }

@@ -5,13 +5,13 @@ pub mod error;
 mod handlers;
 mod stream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
@@ -61,14 +61,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
+    // Without TCP_NODELAY, small SSE writes wait for the client's delayed ACK (~40 ms each).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
     });
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(());
+        });
     let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
     tokio::select! {
         r = &mut server => return r,

@@ -400,4 +400,5 @@ pub mod gemini_mock;
 // ---------- routing tests (rotations, autoselect) ----------
 
 pub mod anthropic_mock;
+pub mod condense_mock;
 pub mod scripted_mock;
