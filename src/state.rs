@@ -40,7 +40,7 @@ impl AppState {
             limits: RateLimits::build(&config),
             selector: Selector::new(&config),
             providers,
-            tokens: TokenCounter::new(),
+            tokens: TokenCounter::for_models(configured_models(&config)),
             context: ContextState::load(&config.dir),
             http,
             config,
@@ -50,4 +50,19 @@ impl AppState {
     pub fn first_byte_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.timeouts.first_byte_seconds)
     }
+}
+
+/// Every model name the configuration routes to: they decide which token tables load at boot.
+fn configured_models(config: &Config) -> impl Iterator<Item = &str> {
+    let providers = config.providers.values().flat_map(|p| p.models.iter());
+    let rotations = config
+        .rotations
+        .values()
+        .flat_map(|r| r.providers.iter().flat_map(|p| p.models.iter()));
+    providers.chain(rotations).map(|m| m.name.as_str()).chain(
+        config
+            .condensation
+            .iter()
+            .filter_map(|c| c.model.as_deref()),
+    )
 }

@@ -3,7 +3,7 @@
 //! Big inputs are counted on a bounded blocking pool so a hostile prompt never stalls the
 //! async runtime; small ones inline, where a thread hop would cost more than the count.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tiktoken::CoreBpe;
 use tokio::sync::Semaphore;
@@ -73,8 +73,10 @@ impl Bpe {
 }
 
 pub struct TokenCounter {
-    cl100k: Bpe,
-    o200k: Bpe,
+    // Each table costs 10-25 MB of RSS: the ones the configured models use are loaded at
+    // boot, any other on its first use (once, logged).
+    cl100k: OnceLock<Bpe>,
+    o200k: OnceLock<Bpe>,
     /// Bounds the blocking jobs counting big inputs (one per core).
     pool: Arc<Semaphore>,
 }
@@ -86,36 +88,74 @@ impl Default for TokenCounter {
 }
 
 impl TokenCounter {
-    /// Loads both tables now, so no request pays for it.
+    /// Loads both tables now, so no request pays for either.
     pub fn new() -> Self {
+        let t = Self::empty();
+        t.table(false);
+        t.table(true);
+        t
+    }
+
+    /// Loads now the tables that `models` (the configured model names) need; a model
+    /// outside the configuration loads its table on first use.
+    pub fn for_models<'a>(models: impl IntoIterator<Item = &'a str>) -> Self {
+        let t = Self::empty();
+        for m in models {
+            t.table(uses_o200k(m));
+        }
+        if t.cl100k.get().is_none() && t.o200k.get().is_none() {
+            t.table(false);
+        }
+        t
+    }
+
+    fn empty() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         TokenCounter {
-            cl100k: Bpe(tiktoken::get_encoding("cl100k_base").expect("cl100k_base compiled in")),
-            o200k: Bpe(tiktoken::get_encoding("o200k_base").expect("o200k_base compiled in")),
+            cl100k: OnceLock::new(),
+            o200k: OnceLock::new(),
             pool: Arc::new(Semaphore::new(cores)),
         }
     }
 
-    /// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
-    pub fn bpe_for(&self, model: &str) -> Bpe {
-        let m = model
-            .rsplit('/')
-            .next()
-            .unwrap_or(model)
-            .to_ascii_lowercase();
-        let o200k = m.starts_with("gpt-4o")
-            || m.starts_with("gpt-4.1")
-            || m.starts_with("gpt-4.5")
-            || m.starts_with("gpt-5")
-            || m.starts_with("chatgpt-4o")
-            || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()));
-        if o200k {
-            self.o200k
+    fn table(&self, o200k: bool) -> Bpe {
+        let (cell, name) = if o200k {
+            (&self.o200k, "o200k_base")
         } else {
-            self.cl100k
-        }
+            (&self.cl100k, "cl100k_base")
+        };
+        *cell.get_or_init(|| {
+            let started = std::time::Instant::now();
+            let bpe = Bpe(tiktoken::get_encoding(name).expect("the BPE tables are compiled in"));
+            tracing::info!(
+                "loaded token table {name} in {} ms",
+                started.elapsed().as_millis()
+            );
+            bpe
+        })
     }
 
+    /// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
+    pub fn bpe_for(&self, model: &str) -> Bpe {
+        self.table(uses_o200k(model))
+    }
+}
+
+/// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
+fn uses_o200k(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let has = |prefix: &str| {
+        name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    has("gpt-4o")
+        || has("gpt-4.1")
+        || has("gpt-4.5")
+        || has("gpt-5")
+        || has("chatgpt-4o")
+        || (has("o") && name[1..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+impl TokenCounter {
     pub fn count_text(&self, model: &str, text: &str) -> u64 {
         self.bpe_for(model).count_text(text)
     }
