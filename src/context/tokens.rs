@@ -240,13 +240,27 @@ mod tests {
     #[test]
     fn picks_the_table_by_model_family() {
         let t = TokenCounter::new();
-        let is = |a: Bpe, b: Bpe| std::ptr::eq(a.0, b.0);
-        assert!(is(t.bpe_for("openai/gpt-4o-mini"), t.o200k));
-        assert!(is(t.bpe_for("o3-mini"), t.o200k));
-        assert!(is(t.bpe_for("gpt-5"), t.o200k));
-        assert!(is(t.bpe_for("gpt-3.5-turbo"), t.cl100k));
-        assert!(is(t.bpe_for("llama3.2"), t.cl100k));
-        assert!(is(t.bpe_for("ollama"), t.cl100k));
+        let is = |a: Bpe, b: &OnceLock<Bpe>| std::ptr::eq(a.0, b.get().unwrap().0);
+        assert!(is(t.bpe_for("openai/gpt-4o-mini"), &t.o200k));
+        assert!(is(t.bpe_for("o3-mini"), &t.o200k));
+        assert!(is(t.bpe_for("GPT-5"), &t.o200k));
+        assert!(is(t.bpe_for("gpt-3.5-turbo"), &t.cl100k));
+        assert!(is(t.bpe_for("llama3.2"), &t.cl100k));
+        assert!(is(t.bpe_for("ollama"), &t.cl100k));
+        assert!(is(t.bpe_for("o"), &t.cl100k));
+    }
+
+    #[test]
+    fn only_the_configured_families_load_at_boot() {
+        let t = TokenCounter::for_models(["llama3.2", "bench-model"]);
+        assert!(t.cl100k.get().is_some() && t.o200k.get().is_none());
+        let t = TokenCounter::for_models(["gpt-4o"]);
+        assert!(t.cl100k.get().is_none() && t.o200k.get().is_some());
+        // An unconfigured family still counts, loading its table on first use.
+        assert_eq!(t.count_messages("llama3", &[Message::new("user", "Hello world")]), 9);
+        assert!(t.cl100k.get().is_some());
+        let t = TokenCounter::for_models([]);
+        assert!(t.cl100k.get().is_some());
     }
 
     #[test]
