@@ -257,7 +257,10 @@ mod tests {
         let t = TokenCounter::for_models(["gpt-4o"]);
         assert!(t.cl100k.get().is_none() && t.o200k.get().is_some());
         // An unconfigured family still counts, loading its table on first use.
-        assert_eq!(t.count_messages("llama3", &[Message::new("user", "Hello world")]), 9);
+        assert_eq!(
+            t.count_messages("llama3", &[Message::new("user", "Hello world")]),
+            9
+        );
         assert!(t.cl100k.get().is_some());
         let t = TokenCounter::for_models([]);
         assert!(t.cl100k.get().is_some());

@@ -1131,7 +1131,7 @@ fn rfc3339_seconds(s: &str) -> Option<i64> {
 
 pub struct Anthropic {
     up: Upstream,
-    messages_url: String,
+    messages_url: reqwest::Url,
     models_url: String,
 }
 
@@ -1140,7 +1140,7 @@ impl Anthropic {
         // An endpoint configured with the version path (`.../v1`) works too.
         let base = up.endpoint.trim_end_matches("/v1").to_string();
         Anthropic {
-            messages_url: format!("{base}/v1/messages"),
+            messages_url: Upstream::fixed_url(&format!("{base}/v1/messages")),
             models_url: format!("{base}/v1/models"),
             up,
         }
@@ -1178,7 +1178,7 @@ impl Provider for Anthropic {
         let mut builder = self
             .up
             .client
-            .post(&self.messages_url)
+            .post(self.messages_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(b) = betas(req) {

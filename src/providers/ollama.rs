@@ -31,14 +31,14 @@ use crate::api::openai::{
 
 pub struct Ollama {
     up: Upstream,
-    chat_url: String,
+    chat_url: reqwest::Url,
     tags_url: String,
 }
 
 impl Ollama {
     pub fn new(up: Upstream) -> Self {
         Ollama {
-            chat_url: format!("{}/api/chat", up.endpoint),
+            chat_url: Upstream::fixed_url(&format!("{}/api/chat", up.endpoint)),
             tags_url: format!("{}/api/tags", up.endpoint),
             up,
         }
@@ -76,7 +76,7 @@ impl Provider for Ollama {
         let builder = self
             .up
             .client
-            .post(&self.chat_url)
+            .post(self.chat_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let resp = self.up.send(self.authorized(builder)?).await?;

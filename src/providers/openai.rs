@@ -18,14 +18,14 @@ use crate::api::openai::{ChatRequest, ChatResponse, Extra, Message, ModelInfo, M
 
 pub struct OpenAi {
     up: Upstream,
-    chat_url: String,
+    chat_url: reqwest::Url,
     models_url: String,
 }
 
 impl OpenAi {
     pub fn new(up: Upstream) -> Self {
         OpenAi {
-            chat_url: format!("{}/chat/completions", up.endpoint),
+            chat_url: Upstream::fixed_url(&format!("{}/chat/completions", up.endpoint)),
             models_url: format!("{}/models", up.endpoint),
             up,
         }
@@ -99,7 +99,7 @@ impl Provider for OpenAi {
         let builder = self
             .up
             .client
-            .post(&self.chat_url)
+            .post(self.chat_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(outgoing_body(req, model));
         let resp = self.up.send(self.authorized(builder)?).await?;
