@@ -71,7 +71,14 @@ async fn request_is_translated_to_the_messages_api() {
         "temperature": 0.5, "top_p": 0.8, "stop": ["STOP"], "max_tokens": 300,
         "seed": 7, "frequency_penalty": 0.1, "betas": ["prompt-caching-2024-07-31"]
     });
-    let resp = chat(&gw, &body).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", "Bearer client-own-key")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aisbf-provider"], "claude");
     let v: Value = resp.json().await.unwrap();
@@ -85,7 +92,8 @@ async fn request_is_translated_to_the_messages_api() {
     assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(
         seen.header("anthropic-beta"),
-        Some("prompt-caching-2024-07-31")
+        Some("interleaved-thinking-2025-05-14,prompt-caching-2024-07-31"),
+        "the client's anthropic-beta header and body betas both reach Anthropic"
     );
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(

@@ -16,6 +16,10 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     #[serde(flatten)]
     pub extra: Extra,
+    /// The client's `anthropic-beta` header: not part of the body, forwarded only to
+    /// Anthropic upstreams.
+    #[serde(skip)]
+    pub anthropic_beta: Option<String>,
 }
 
 impl ChatRequest {

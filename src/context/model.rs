@@ -130,6 +130,7 @@ impl Asker<'_> {
             messages: vec![Message::new("system", prompt), Message::new("user", user)],
             stream: None,
             extra,
+            anthropic_beta: None,
         };
         let call = condensation_call(self.state, target, req);
         let limit = self.state.first_byte_timeout();

@@ -395,9 +395,10 @@ pub fn to_native(req: &ChatRequest, model: &str, default_max_tokens: Option<u32>
     }
 }
 
-/// The `anthropic-beta` header value the client asked for in the body, if any.
+/// The `anthropic-beta` header value the client asked for (its own header, then body
+/// fields), if any.
 pub fn betas(req: &ChatRequest) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
+    let mut out: Vec<&str> = req.anthropic_beta.iter().map(String::as_str).collect();
     for field in BETA_FIELDS {
         match req.field(field) {
             Some(Value::String(s)) => out.push(s),

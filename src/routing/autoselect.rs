@@ -211,6 +211,7 @@ async fn select(
             ],
             stream: Some(false),
             extra,
+            anthropic_beta: None,
         };
         match serve_plain(state, target, req).await?.outcome {
             ChatOutcome::Complete(r) => Ok(r
@@ -350,6 +351,7 @@ mod tests {
             messages,
             stream: None,
             extra: Extra::new(),
+            anthropic_beta: None,
         };
         let p = user_prompt(&cfg(), "p/general", &req);
         assert!(p.starts_with("<aisbf_current_task>\n"));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -81,6 +81,7 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 
 fn parse_request(
     state: &AppState,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ChatRequest, ApiError> {
     let body = body.map_err(|r| {
@@ -95,8 +96,12 @@ fn parse_request(
             "request body is empty: expected a JSON chat request".into(),
         ));
     }
-    let req: ChatRequest = serde_json::from_slice(&body)
+    let mut req: ChatRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    req.anthropic_beta = headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if req.model.trim().is_empty() {
         return Err(ApiError::BadRequest("'model' must not be empty".into()));
     }
@@ -111,18 +116,20 @@ fn parse_request(
 pub async fn provider_chat(
     State(state): State<Arc<AppState>>,
     Path(provider): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
-    let req = parse_request(&state, body)?;
+    let req = parse_request(&state, &headers, body)?;
     let target = routing::resolve_path(&state.config, &provider, &req.model)?;
     respond(&state, target, req).await
 }
 
 pub async fn v1_chat(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
-    let req = parse_request(&state, body)?;
+    let req = parse_request(&state, &headers, body)?;
     let target = routing::resolve_model(&state.config, &req.model)?;
     respond(&state, target, req).await
 }
