@@ -201,6 +201,14 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 time (`2025-02-19T00:00:00Z`,
+/// `2023-11-04T14:56:49.277302595-07:00`), as native model lists write them.
+pub fn rfc3339_seconds(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
 /// Gemini states its back-off in the body, not a header:
 /// `{"error":{"details":[{"@type":"...RetryInfo","retryDelay":"7s"}]}}`.
 pub fn retry_delay_in_body(body: &[u8]) -> Option<Duration> {

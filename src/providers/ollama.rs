@@ -21,7 +21,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::http::Upstream;
+use super::http::{rfc3339_seconds, Upstream};
 use super::sse::ndjson_lines;
 use super::{ChatOutcome, ChatStream, Provider, ProviderError, StreamEnd, StreamItem};
 use crate::api::openai::{
@@ -218,7 +218,7 @@ fn model_info(t: Tag) -> ModelInfo {
     m.created = t
         .modified_at
         .as_deref()
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339_seconds)
         .unwrap_or(0);
     m
 }
@@ -509,7 +509,7 @@ fn usage(prompt: Option<u64>, completion: Option<u64>) -> Option<Usage> {
 
 fn created(created_at: Option<&str>, now: i64) -> i64 {
     created_at
-        .and_then(parse_rfc3339)
+        .and_then(rfc3339_seconds)
         .filter(|t| *t > 0)
         .unwrap_or(now)
 }
@@ -547,64 +547,6 @@ fn upstream_error(e: &Value) -> ProviderError {
 
 fn unique_token() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-/// Seconds since the epoch of an RFC 3339 time as Ollama (Go) writes it:
-/// `2023-08-04T19:22:45.499127Z`, `2023-11-04T14:56:49.277302595-07:00`.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let digits = b.get(from..from + len)?;
-        digits.iter().all(u8::is_ascii_digit).then(|| {
-            digits
-                .iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-        })
-    };
-    let sep = |at: usize, ok: &[u8]| b.get(at).is_some_and(|c| ok.contains(c));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut at = 19;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            at += 1;
-        }
-    }
-    let offset = match b.get(at)? {
-        b'Z' | b'z' if at + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if at + 6 == b.len() && b[at + 3] == b':' => {
-            let secs = num(at + 1, 2)? * 3600 + num(at + 4, 2)? * 60;
-            if *sign == b'-' {
-                -secs
-            } else {
-                secs
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 // ---------- streaming ----------
@@ -1064,7 +1006,7 @@ mod tests {
             ("", None),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_rfc3339(s), want, "{s}");
+            assert_eq!(rfc3339_seconds(s), want, "{s}");
         }
     }
 
