@@ -204,13 +204,13 @@ pub async fn provider_models(
         "rotations" | "rotation" => {
             return Ok(json_response(
                 StatusCode::OK,
-                &ModelList::new(rotation_models(&state)),
+                &ModelList::new(rotation_models(&state, false)),
             ))
         }
         "autoselect" | "autoselections" => {
             return Ok(json_response(
                 StatusCode::OK,
-                &ModelList::new(autoselect_models(&state)),
+                &ModelList::new(autoselect_models(&state, false)),
             ))
         }
         _ => {}
@@ -240,20 +240,23 @@ pub async fn provider_models(
     Ok(json_response(StatusCode::OK, &ModelList::new(models)))
 }
 
-fn rotation_models(state: &AppState) -> Vec<ModelInfo> {
+/// `usable_only`: leave out rotations with unresolved references (GET / names them).
+fn rotation_models(state: &AppState, usable_only: bool) -> Vec<ModelInfo> {
     state
         .config
         .rotations
         .keys()
+        .filter(|n| !usable_only || !state.config.is_unusable("rotations.json", n))
         .map(|n| ModelInfo::new(format!("rotation/{n}"), "aisbf-rotation"))
         .collect()
 }
 
-fn autoselect_models(state: &AppState) -> Vec<ModelInfo> {
+fn autoselect_models(state: &AppState, usable_only: bool) -> Vec<ModelInfo> {
     state
         .config
         .autoselect
         .keys()
+        .filter(|n| !usable_only || !state.config.is_unusable("autoselect.json", n))
         .map(|n| ModelInfo::new(format!("autoselect/{n}"), "aisbf-autoselect"))
         .collect()
 }
@@ -271,7 +274,7 @@ pub async fn all_models(State(state): State<Arc<AppState>>) -> Response {
                 .map(|m| ModelInfo::new(format!("{id}/{}", m.name), id.clone())),
         );
     }
-    data.extend(rotation_models(&state));
-    data.extend(autoselect_models(&state));
+    data.extend(rotation_models(&state, true));
+    data.extend(autoselect_models(&state, true));
     json_response(StatusCode::OK, &ModelList::new(data))
 }
