@@ -4,12 +4,12 @@
 use std::convert::Infallible;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
 
 use super::error::{error_json, provider_error_parts};
 use crate::api::openai::{unix_now, Usage};
-use crate::providers::{ChatStream, StreamEnd, StreamItem};
+use crate::providers::{ChatStream, ProviderError, StreamEnd, StreamItem};
 
 fn event(json: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(json.len() + 8);
@@ -43,6 +43,41 @@ fn usage_event(end: StreamEnd, effective_context: u64) -> Bytes {
     b.freeze()
 }
 
+/// Events already waiting are sent in one write (up to this many bytes): an upstream that
+/// delivers a burst then costs one syscall, not one per event, and nothing waits for more.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// What one upstream item becomes for the client, and whether the stream is over.
+fn client_bytes(
+    item: Option<Result<StreamItem, ProviderError>>,
+    effective_context: u64,
+    out: &mut BytesMut,
+) -> bool {
+    match item {
+        Some(Ok(StreamItem::Chunk(json))) => {
+            out.put_slice(b"data: ");
+            out.put_slice(&json);
+            out.put_slice(b"\n\n");
+            false
+        }
+        Some(Ok(StreamItem::End(end))) => {
+            out.put_slice(&usage_event(end, effective_context));
+            true
+        }
+        Some(Err(e)) => {
+            tracing::warn!("stream failed after it started: {e}");
+            let body = error_json(&e.to_string(), &provider_error_parts(&e));
+            out.put_slice(&event(&serde_json::to_vec(&body).unwrap_or_default()));
+            true
+        }
+        // A translator that ended without its End item still owes the client a usage chunk.
+        None => {
+            out.put_slice(&usage_event(StreamEnd::default(), effective_context));
+            true
+        }
+    }
+}
+
 pub fn sse_body(
     stream: ChatStream,
     effective_context: u64,
@@ -51,24 +86,14 @@ pub fn sse_body(
         if done {
             return None;
         }
-        match stream.next().await {
-            Some(Ok(StreamItem::Chunk(json))) => Some((Ok(event(&json)), (stream, false))),
-            Some(Ok(StreamItem::End(end))) => {
-                Some((Ok(usage_event(end, effective_context)), (stream, true)))
+        let mut out = BytesMut::new();
+        let mut done = client_bytes(stream.next().await, effective_context, &mut out);
+        while !done && out.len() < COALESCE_BYTES {
+            match stream.next().now_or_never() {
+                Some(item) => done = client_bytes(item, effective_context, &mut out),
+                None => break,
             }
-            Some(Err(e)) => {
-                tracing::warn!("stream failed after it started: {e}");
-                let body = error_json(&e.to_string(), &provider_error_parts(&e));
-                Some((
-                    Ok(event(&serde_json::to_vec(&body).unwrap_or_default())),
-                    (stream, true),
-                ))
-            }
-            // A translator that ended without its End item still owes the client a usage chunk.
-            None => Some((
-                Ok(usage_event(StreamEnd::default(), effective_context)),
-                (stream, true),
-            )),
         }
+        Some((Ok(out.freeze()), (stream, done)))
     })
 }
