@@ -97,3 +97,38 @@ pub fn sse_body(
         Some((Ok(out.freeze()), (stream, done)))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(s: &'static str) -> Result<StreamItem, ProviderError> {
+        Ok(StreamItem::Chunk(Bytes::from_static(s.as_bytes())))
+    }
+
+    #[tokio::test]
+    async fn ready_events_share_a_write_and_nothing_waits_for_more() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(chunk("{\"a\":1}")).unwrap();
+        tx.unbounded_send(chunk("{\"b\":2}")).unwrap();
+        let mut body = Box::pin(sse_body(rx.boxed(), 7));
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n");
+        // Nothing more is ready: the next write waits for the upstream, then goes alone.
+        tx.unbounded_send(chunk("{\"c\":3}")).unwrap();
+        let second = body.next().await.unwrap().unwrap();
+        assert_eq!(&second[..], b"data: {\"c\":3}\n\n");
+        tx.unbounded_send(Ok(StreamItem::End(StreamEnd {
+            id: "x".into(),
+            usage: Some(Usage::new(5, 2)),
+            ..StreamEnd::default()
+        })))
+        .unwrap();
+        let last = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+        assert!(
+            last.contains("\"effective_context\":7") && last.ends_with("data: [DONE]\n\n"),
+            "{last}"
+        );
+        assert!(body.next().await.is_none());
+    }
+}
