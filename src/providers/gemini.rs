@@ -157,6 +157,10 @@ pub struct Part {
     /// A thinking summary, not answer text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought: Option<bool>,
+    /// Opaque reasoning state on a functionCall part: Gemini 3 rejects a tool conversation
+    /// that does not send it back with that call, so it rides in the OpenAI tool-call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<String>,
 }
 
 impl Part {
@@ -473,6 +477,10 @@ fn assistant_parts(m: &Message) -> Vec<Part> {
                 name: call.function.name.clone(),
                 args: args_object(&call.function.arguments),
             }),
+            thought_signature: call
+                .id
+                .split_once(SIGNATURE_IN_ID)
+                .map(|(_, sig)| sig.to_string()),
             ..Part::default()
         });
     }
@@ -808,9 +816,16 @@ fn response_id(native: Option<&str>) -> String {
     }
 }
 
-/// Tool call ids Gemini does not give: `call_<n>` in the order the calls came.
-fn call_id(n: usize) -> String {
-    format!("call_{n}")
+/// Separates the call number from a carried `thoughtSignature` inside a tool-call id.
+const SIGNATURE_IN_ID: &str = "__ts_";
+
+/// Tool call ids Gemini does not give: `call_<n>` in the order the calls came, plus the
+/// call's `thoughtSignature` when it has one (the client sends the id back unchanged).
+fn call_id(n: usize, signature: Option<&str>) -> String {
+    match signature {
+        Some(sig) => format!("call_{n}{SIGNATURE_IN_ID}{sig}"),
+        None => format!("call_{n}"),
+    }
 }
 
 fn call_arguments(args: &Value) -> String {
@@ -833,7 +848,7 @@ pub fn from_native(r: GenerateResponse, model: &str) -> ChatResponse {
         }
         if let Some(f) = p.function_call {
             calls.push(ToolCall {
-                id: call_id(calls.len()),
+                id: call_id(calls.len(), p.thought_signature.as_deref()),
                 kind: "function".into(),
                 function: FunctionCall {
                     arguments: call_arguments(&f.args),
@@ -959,7 +974,7 @@ impl StreamTranslator {
                 self.tool_calls += 1;
                 calls.push(ToolCallDelta {
                     index: index as u32,
-                    id: Some(call_id(index)),
+                    id: Some(call_id(index, p.thought_signature.as_deref())),
                     kind: Some("function".into()),
                     function: Some(FunctionDelta {
                         name: Some(f.name),
@@ -1287,6 +1302,41 @@ mod tests {
 
     fn response(v: Value) -> ChatResponse {
         from_native(serde_json::from_value(v).unwrap(), "gemini-x")
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_the_tool_call_id_and_go_back() {
+        let r = response(json!({
+            "candidates": [{"content": {"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2ln+MQ=="},
+                {"functionCall": {"name": "get_time", "args": {}}}
+            ]}, "finishReason": "STOP"}]
+        }));
+        let calls = r.choices[0].message.tool_calls.clone().unwrap();
+        assert_eq!(calls[0].id, "call_0__ts_c2ln+MQ==");
+        assert_eq!(calls[1].id, "call_1", "no signature, plain id");
+        let out = native(json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "tool_calls": [
+                    {"id": calls[0].id, "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": calls[0].id, "content": "{\"temp\":3}"},
+                {"role": "tool", "tool_call_id": "call_1", "content": "noon"}
+            ]
+        }));
+        assert_eq!(
+            out["contents"][1]["parts"],
+            json!([
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2ln+MQ=="},
+                {"functionCall": {"name": "get_time", "args": {}}}
+            ])
+        );
+        assert_eq!(
+            out["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "get_weather"
+        );
     }
 
     #[test]
