@@ -470,14 +470,7 @@ async fn error_event_after_200_becomes_one_in_band_error() {
 async fn models_from_upstream_paged_with_fallback() {
     let (mock, gw) = setup().await;
     mock.set_models_page_cap(Some(2));
-    let v: Value = client()
-        .get(gw.url("/api/claude/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/claude/models")).await;
     assert_schema("ListModelsResponse", &v);
     let ids: Vec<&str> = v["data"]
         .as_array()
@@ -501,14 +494,7 @@ async fn models_from_upstream_paged_with_fallback() {
         .contains(&format!("after_id={}", MODELS[1].0)));
 
     mock.set_fault(Fault::Status(500, error_body("api_error", "boom")));
-    let v: Value = client()
-        .get(gw.url("/api/claude/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/claude/models")).await;
     assert_schema("ListModelsResponse", &v);
     assert_eq!(v["data"][0]["id"], "claude-sonnet-4-5");
     assert_eq!(v["data"][1]["id"], "claude-small");

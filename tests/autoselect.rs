@@ -305,26 +305,12 @@ async fn listing_and_unusable_autoselect() {
         );
     })
     .await;
-    let v: Value = client()
-        .get(s.gw.url("/api/autoselect"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&s.gw.url("/api/autoselect")).await;
     assert_eq!(v["auto"]["selection_model"], "sel/pick");
     assert_eq!(v["auto"]["available_models"][0]["model_id"], "general");
     assert_eq!(v["auto"]["usable"], true);
     assert_eq!(v["broken"]["usable"], false);
-    let v: Value = client()
-        .get(s.gw.url("/api/autoselect/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&s.gw.url("/api/autoselect/models")).await;
     assert_schema("ListModelsResponse", &v);
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 

@@ -20,14 +20,7 @@ fn fixture_dir(name: &str) -> tempfile::TempDir {
 }
 
 async fn root(gw: &Gateway) -> Value {
-    client()
-        .get(gw.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&gw.url("/")).await
 }
 
 async fn start(dir: &Path) -> Gateway {
@@ -73,14 +66,7 @@ async fn original_0_99_92_files_serve_and_report_unsupported_providers() {
         body["error"]["message"].as_str().unwrap().contains("codex"),
         "{body}"
     );
-    let models: Value = client()
-        .get(gw.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gw.url("/v1/models")).await;
     assert_schema("ListModelsResponse", &models);
 }
 

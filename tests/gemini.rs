@@ -449,14 +449,7 @@ async fn malformed_answers_are_bad_gateway() {
 #[tokio::test]
 async fn models_list_pages_and_falls_back() {
     let (mock, gw) = setup().await;
-    let v: Value = client()
-        .get(gw.url("/api/g/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
     let ids: Vec<&str> = v["data"]
         .as_array()
@@ -493,14 +486,7 @@ async fn models_list_pages_and_falls_back() {
         .contains("pageToken=page2"));
 
     mock.set_fault(Fault::Status(500, error_body(500, "INTERNAL", "boom")));
-    let v: Value = client()
-        .get(gw.url("/api/g/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
     let ids: Vec<&str> = v["data"]
         .as_array()

@@ -465,14 +465,7 @@ async fn connection_cut_mid_stream_is_one_in_band_error() {
 #[tokio::test]
 async fn models_from_tags() {
     let (mock, gw) = setup().await;
-    let v: Value = client()
-        .get(gw.url("/api/local/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/local/models")).await;
     assert_schema("ListModelsResponse", &v);
     assert_eq!(
         v["data"],
@@ -492,14 +485,7 @@ async fn models_from_tags() {
 async fn models_fall_back_to_configured_ones() {
     let (mock, gw) = setup().await;
     mock.set_fault(Fault::Status(500, r#"{"error":"boom"}"#.into()));
-    let v: Value = client()
-        .get(gw.url("/api/local/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/local/models")).await;
     assert_schema("ListModelsResponse", &v);
     let ids: Vec<&str> = v["data"]
         .as_array()

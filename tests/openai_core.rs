@@ -104,25 +104,11 @@ async fn stream_without_upstream_usage_still_gets_a_usage_chunk() {
 #[tokio::test]
 async fn models_lists() {
     let (_mock, gw) = setup().await;
-    let v: Value = client()
-        .get(gw.url("/api/up/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/up/models")).await;
     assert_schema("ListModelsResponse", &v);
     assert_eq!(v["data"][0]["id"], "gpt-4o");
     for path in ["/v1/models", "/api/v1/models", "/api/models"] {
-        let v: Value = client()
-            .get(gw.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&gw.url(path)).await;
         assert_schema("ListModelsResponse", &v);
         assert!(
             v["data"]

@@ -73,14 +73,7 @@ async fn error_body(resp: reqwest::Response) -> Value {
 }
 
 async fn root(gw: &Gateway) -> Value {
-    client()
-        .get(gw.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&gw.url("/")).await
 }
 
 #[tokio::test]
@@ -498,14 +491,7 @@ async fn rotation_listing_and_unusable_rotation() {
         }}),
     );
     let gw = Gateway::start_with(cfg).await;
-    let v: Value = client()
-        .get(gw.url("/api/rotations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/rotations")).await;
     assert_eq!(
         v["r"]["models"][0],
         json!({"name": "m", "provider_id": "a", "weight": 2.0, "rate_limit": 0.0})
@@ -515,14 +501,7 @@ async fn rotation_listing_and_unusable_rotation() {
     assert_eq!(v["broken"]["usable"], false);
     assert!(!v.to_string().contains(KEY));
 
-    let v: Value = client()
-        .get(gw.url("/api/rotations/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&gw.url("/api/rotations/models")).await;
     assert_schema("ListModelsResponse", &v);
     let ids: Vec<&str> = v["data"]
         .as_array()

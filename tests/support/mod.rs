@@ -402,3 +402,15 @@ pub mod gemini_mock;
 pub mod anthropic_mock;
 pub mod condense_mock;
 pub mod scripted_mock;
+
+/// GETs `url` and parses its JSON body.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
