@@ -9,7 +9,7 @@ aisbf's translation adds). The mocks are nginx `return 200` blocks with fixed na
 upstream costs the same near-zero work in both runs.
 
 usage: bench/providers.py [--seconds 5] [--conc 16]    (release binary: target/release/aisbf)
-Needs nginx and oha (../shared/bench/setup.sh installs both). Writes only under $BENCH_WORK.
+Needs nginx and oha (bench/harness/setup.sh installs both). Writes only under $BENCH_WORK.
 """
 import argparse
 import json
@@ -180,7 +180,7 @@ def main():
     oha_bin = next((c for c in [os.path.join(os.environ.get("BENCH_WORK", "/tmp/bench-work"), "oha/bin/oha"),
                                 shutil.which("oha") or ""] if c and os.path.exists(c)), None)
     if not oha_bin or not shutil.which("nginx"):
-        raise SystemExit("needs nginx and oha: run ../shared/bench/setup.sh")
+        raise SystemExit("needs nginx and oha: run bench/harness/setup.sh")
     shutil.rmtree(WORK, ignore_errors=True)
     for sub in ["nginx/logs", "nginx/tmp", "cfg"]:
         os.makedirs(os.path.join(WORK, sub))
