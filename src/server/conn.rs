@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -25,6 +26,9 @@ use tokio::time::{Instant, Sleep};
 #[derive(Default)]
 pub struct Activity {
     busy: AtomicUsize,
+    /// The reader that polled while busy: it waits on the socket only, so it must be woken
+    /// when the connection turns idle to start the keep-alive deadline.
+    reader: AtomicWaker,
 }
 
 /// Marks its connection busy while alive: moved into the response body, dropped when the
@@ -40,7 +44,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -108,6 +114,7 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.activity.reader.register(cx.waker());
         if this.activity.busy.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
             this.deadline = None;
