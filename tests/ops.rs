@@ -461,3 +461,98 @@ fn app_and_daemon_do_not_import_each_other() {
         "daemon.rs must not depend on app.rs"
     );
 }
+
+#[tokio::test]
+async fn a_stream_failing_after_its_200_counts_as_200_and_as_an_upstream_failure() {
+    let a = OpenAiMock::start().await;
+    a.set_fault(Fault::BreakMidStream);
+    let cfg = ConfigDir::new(json!({"a": provider("openai", &a.endpoint, Some(KEY), &["m"])}));
+    let gw = Gateway::start_with(cfg).await;
+    let r = chat(&gw, "/v1/chat/completions", "a/m", true).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("\"error\""),
+        "one in-band error event: {body}"
+    );
+    let s = settle(&gw).await;
+    let ok = &[
+        ("api", "chat"),
+        ("target", "a/m"),
+        ("provider", "a"),
+        ("model", "m"),
+        ("status", "200"),
+    ];
+    assert_eq!(get(&s, "aisbf_requests_total", ok), 1.0);
+    let failures: f64 = series(&s, "aisbf_upstream_failures_total")
+        .iter()
+        .filter(|x| x.labels.get("provider") == Some("a"))
+        .map(|x| num(&x.value))
+        .sum();
+    assert_eq!(failures, 1.0, "{s:?}");
+}
+
+#[tokio::test]
+async fn autoselect_choices_are_counted_and_metrics_sit_behind_auth() {
+    let selector = support::scripted_mock::ScriptedMock::start(
+        "<aisbf_model_autoselection>c/code-1</aisbf_model_autoselection>",
+    )
+    .await;
+    let coder = OpenAiMock::start().await;
+    let cfg = ConfigDir::new(json!({
+        "sel": provider("openai", &selector.endpoint, Some(KEY), &["pick"]),
+        "c": provider("openai", &coder.endpoint, Some(KEY), &["code-1"]),
+    }));
+    cfg.write(
+        "autoselect.json",
+        &json!({"autoselect": {"auto": {
+            "model_name": "auto",
+            "selection_model": "sel/pick",
+            "fallback": "c/code-1",
+            "available_models": [{"model_id": "c/code-1", "description": "Programming"}]
+        }}}),
+    );
+    cfg.aisbf(json!({"auth": {"enabled": true, "tokens": ["gw-token"]}}));
+    let gw = Gateway::start_with(cfg).await;
+    let c = client();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("gw-token")
+        .json(&json!({"model": "autoselect/auto", "messages": [{"role": "user", "content": "fix my code"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let r = c.get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "gateway auth applies to /metrics");
+    let text = c
+        .get(gw.url("/metrics"))
+        .bearer_auth("gw-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap()
+        .samples;
+    let choice = &[("autoselect", "auto"), ("choice", "c/code-1")];
+    assert_eq!(get(&s, "aisbf_autoselect_total", choice), 1.0);
+    let served = &[
+        ("api", "chat"),
+        ("target", "autoselect/auto"),
+        ("provider", "c"),
+        ("model", "code-1"),
+        ("status", "200"),
+    ];
+    assert_eq!(get(&s, "aisbf_requests_total", served), 1.0);
+    // The selector's own call is an upstream call too: its tokens are counted under it.
+    let sel = &[
+        ("provider", "sel"),
+        ("model", "pick"),
+        ("kind", "effective_context"),
+    ];
+    assert!(get(&s, "aisbf_tokens_total", sel) > 0.0);
+}
