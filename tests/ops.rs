@@ -556,3 +556,37 @@ async fn autoselect_choices_are_counted_and_metrics_sit_behind_auth() {
     ];
     assert!(get(&s, "aisbf_tokens_total", sel) > 0.0);
 }
+
+#[tokio::test]
+async fn condensation_runs_are_counted_by_method_and_outcome() {
+    let up = OpenAiMock::start().await;
+    let cfg = ConfigDir::new(json!({"up": {
+        "type": "openai", "endpoint": up.endpoint, "api_key": KEY,
+        "models": [{"name": "small", "context_size": 100000, "condense_context": 10,
+                    "condense_method": "algorithmic"}]
+    }}));
+    let gw = Gateway::start_with(cfg).await;
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/context/app.log"),
+    )
+    .unwrap();
+    let messages = json!([
+        {"role": "system", "content": "You are an SRE assistant."},
+        {"role": "user", "content": "Why did the service crash?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_log", "type": "function",
+            "function": {"name": "run_shell", "arguments": "{\"cmd\":\"cat app.log\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_log", "content": log},
+        {"role": "user", "content": "List every distinct error."}
+    ]);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "up/small", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let s = settle(&gw).await;
+    let run = &[("method", "algorithmic"), ("outcome", "condensed")];
+    assert_eq!(get(&s, "aisbf_condensations_total", run), 1.0);
+}

@@ -417,6 +417,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rebuilt_store_keeps_the_keys_that_remain_and_shares_them() {
+        let old = MemoryStore::new(["a".to_string(), "gone".to_string()]);
+        let cd = Duration::from_secs(60);
+        assert!(old.record_failure("a", Failure::Fault, 1, cd).await);
+        old.record_failure("gone", Failure::Fault, 5, cd).await;
+        let new = old.rebuilt(vec!["a".into(), "added".into()]);
+        assert!(
+            new.cooling_until("a").await.is_some(),
+            "cooldown carried over"
+        );
+        assert!(new.cooling_until("added").await.is_none());
+        assert_eq!(
+            new.status("gone").await.failures,
+            0,
+            "removed keys are gone"
+        );
+        // A request still running on the old state records into the same counters.
+        old.record_success("a").await;
+        assert_eq!(new.status("a").await.failures, 0);
+    }
+
+    #[tokio::test]
     async fn rate_limit_cools_at_once_for_retry_after() {
         let s = MemoryStore::new(["p".to_string()]);
         let started = s
