@@ -176,10 +176,6 @@ struct Finish {
     _busy: Busy,
 }
 
-fn or_dash(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |n| n.to_string())
-}
-
 impl Drop for Finish {
     fn drop(&mut self) {
         let duration = self.start.elapsed();
@@ -198,9 +194,10 @@ impl Drop for Finish {
             status = self.status,
             provider = r.provider.as_deref().unwrap_or("-"),
             model = r.model.as_deref().unwrap_or("-"),
-            duration_ms = format_args!("{:.1}", duration.as_secs_f64() * 1000.0),
-            prompt_tokens = %or_dash(r.prompt_tokens.or(r.effective_context)),
-            completion_tokens = %or_dash(r.completion_tokens),
+            duration_ms = (duration.as_secs_f64() * 10_000.0).round() / 10.0,
+            // Absent when unknown (no upstream answered, or it reported none).
+            prompt_tokens = r.prompt_tokens.or(r.effective_context),
+            completion_tokens = r.completion_tokens,
             id = %self.id,
             "request"
         );
