@@ -289,7 +289,7 @@ impl Metrics {
         self.duration
             .get_or_create(&ApiProvider { api, provider })
             .observe(duration.as_secs_f64());
-        if record.provider.is_some() {
+        if record.provider_label.is_some() {
             self.overhead
                 .observe(head.saturating_sub(record.upstream_wait).as_secs_f64());
         }
@@ -373,8 +373,21 @@ impl Metrics {
         }
     }
 
-    /// An upstream call failed before its answer.
-    pub fn upstream_failure(&self, config: &Config, provider: &str, e: &ProviderError) {
+    /// An upstream call failed before its answer. Until another one serves, the access log
+    /// names the one that failed.
+    pub fn upstream_failure(
+        &self,
+        config: &Config,
+        provider: &str,
+        model: &str,
+        e: &ProviderError,
+    ) {
+        note(|r| {
+            if r.provider_label.is_none() {
+                r.provider = Some(provider.to_string());
+                r.model = Some(model.to_string());
+            }
+        });
         let provider = if config.providers.contains_key(provider) {
             provider.to_string()
         } else {
@@ -468,9 +481,11 @@ impl StreamMeter {
 #[derive(Debug, Default)]
 pub struct Record {
     pub target_label: Option<String>,
-    /// The provider and model that served, as named in the request / config.
+    /// The provider and model that served (or, when none did, the last that failed), as
+    /// named in the request; for the access log.
     pub provider: Option<String>,
     pub model: Option<String>,
+    /// Label values of the provider and model that served; `None` until one did.
     pub provider_label: Option<String>,
     pub model_label: Option<String>,
     pub prompt_tokens: Option<u64>,

@@ -252,7 +252,7 @@ pub async fn attempt(
             state.health.failure(provider_id, model, &e).await;
             state
                 .metrics
-                .upstream_failure(&state.config, provider_id, &e);
+                .upstream_failure(&state.config, provider_id, model, &e);
             return Err(e.into());
         }
     };
