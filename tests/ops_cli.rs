@@ -362,7 +362,10 @@ fn access_log_lines_in_json() {
     assert_eq!(access("json-2")["status"], 200);
     let three = access("json-3");
     assert_eq!(three["status"], 502);
-    assert_eq!(three["provider"], "dead", "the provider that failed: {three}");
+    assert_eq!(
+        three["provider"], "dead",
+        "the provider that failed: {three}"
+    );
     // Every line about a request carries its id: the cooldown warning is one.
     let cooling = lines
         .iter()
