@@ -1,18 +1,14 @@
 //! What each command does: serve in the foreground, check the configuration; the daemon
-//! commands live in `daemon`.
-
-use std::net::IpAddr;
-use std::path::PathBuf;
+//! commands live in `daemon`, the start-up steps both use in `startup`.
 
 use crate::cli::{Cli, Command, LogFormat};
-use crate::config::{self, Config, IssueKind, ProviderKind};
+use crate::config::{self, IssueKind, ProviderKind};
 use crate::daemon;
+use crate::server::live::Live;
+use crate::startup::{
+    check_bind_safety, load_config, log_config_notes, EXIT_CONFIG, EXIT_FAIL, EXIT_OK,
+};
 use crate::state::AppState;
-
-/// Exit codes.
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAIL: i32 = 1;
-pub const EXIT_CONFIG: i32 = 2;
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command.unwrap_or(Command::Serve) {
@@ -23,6 +19,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Daemon => daemon::start(&cli),
         Command::Status => daemon::status(&cli),
         Command::Stop => daemon::stop(&cli),
+        Command::Reload => daemon::reload(&cli),
         Command::CheckConfig => check_config(&cli),
     }
 }
@@ -38,59 +35,6 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
-    }
-}
-
-/// Config dir, first-run defaults, load, CLI overrides, and the bind-safety check.
-pub fn load_config(cli: &Cli) -> Result<Config, String> {
-    let dir: PathBuf = config::resolve_dir(cli.config_dir.as_deref()).map_err(|e| e.to_string())?;
-    let written = config::ensure_defaults(&dir).map_err(|e| e.to_string())?;
-    if !written.is_empty() {
-        tracing::info!(
-            "first run: wrote default {} to {}",
-            written.join(", "),
-            dir.display()
-        );
-    }
-    let mut c = config::load(&dir).map_err(|e| e.to_string())?;
-    if let Some(h) = &cli.host {
-        c.server.host = h.clone();
-    }
-    if let Some(p) = cli.port {
-        c.server.port = p;
-    }
-    Ok(c)
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Refuses a non-loopback bind without gateway auth: keys would be open to the network.
-pub fn check_bind_safety(c: &Config) -> Result<(), String> {
-    if !is_loopback(&c.server.host) && !c.auth.enabled {
-        return Err(format!(
-            "refusing to listen on {} with auth disabled: enable auth in aisbf.json (auth.enabled, auth.tokens) or bind 127.0.0.1",
-            c.server.host
-        ));
-    }
-    Ok(())
-}
-
-fn log_config_notes(c: &Config) {
-    if !c.ignored_keys.is_empty() {
-        tracing::info!(
-            "ignoring keys aisbf does not implement: {}",
-            c.ignored_keys.join("; ")
-        );
-    }
-    for issue in &c.issues {
-        tracing::warn!("{issue}");
     }
 }
 
@@ -139,7 +83,11 @@ fn serve_foreground(cli: &Cli) -> i32 {
             env!("CARGO_PKG_VERSION"),
             state.config.dir.display()
         );
-        match crate::server::serve(listener, state, crate::server::shutdown_signal()).await {
+        // A reload reads the same directory with the same command-line overrides.
+        let overrides = cli.clone();
+        let live = Live::new(state, Box::new(move || load_config(&overrides)));
+        tokio::spawn(crate::server::reload_on_sighup(live.clone()));
+        match crate::server::serve_live(listener, live, crate::server::shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 EXIT_OK
@@ -212,20 +160,5 @@ fn check_config(cli: &Cli) -> i32 {
     } else {
         println!("configuration OK");
         EXIT_OK
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback;
-
-    #[test]
-    fn loopback_hosts() {
-        for h in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["0.0.0.0", "192.168.1.2", "::", "example.com"] {
-            assert!(!is_loopback(h), "{h}");
-        }
     }
 }

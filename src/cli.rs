@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "aisbf",
     version,
@@ -51,6 +51,9 @@ pub enum Command {
     Status,
     /// Stop the daemon gracefully (SIGTERM, in-flight requests drain).
     Stop,
+    /// Validate the configuration, then tell the daemon to reload it (SIGHUP). Exit 3 if no
+    /// daemon runs.
+    Reload,
     /// Validate the configuration and print a summary.
     CheckConfig,
 }

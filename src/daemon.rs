@@ -1,4 +1,4 @@
-//! `daemon`, `status`, `stop`: a detached server tracked by a pid file. A zombie or a PID now
+//! `daemon`, `status`, `stop`, `reload`: a detached server tracked by a pid file. A zombie or a PID now
 //! used by another program counts as not running (PID 1 may not reap our exited daemon).
 
 use std::io::{Read, Write};
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::app::{check_bind_safety, load_config, EXIT_CONFIG, EXIT_FAIL, EXIT_OK};
 use crate::cli::Cli;
+use crate::startup::{check_bind_safety, load_config, EXIT_CONFIG, EXIT_FAIL, EXIT_OK};
 
 pub const EXIT_NOT_RUNNING: i32 = 3;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,7 +55,9 @@ fn running_pid(path: &Path) -> Option<i32> {
     None
 }
 
-fn health_ok(host: &str, port: u16) -> bool {
+/// Does our daemon `pid` answer `/health` on host:port? The answer must name that PID:
+/// another server already on the port answers too, and must not pass for the daemon.
+fn health_ok(host: &str, port: u16, pid: i32) -> bool {
     let host = if host == "0.0.0.0" || host == "::" {
         "127.0.0.1"
     } else {
@@ -78,9 +80,21 @@ fn health_ok(host: &str, port: u16) -> bool {
     {
         return false;
     }
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).unwrap_or(0);
-    buf[..n].starts_with(b"HTTP/1.1 200")
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let ours = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("x-aisbf-pid") && v.trim() == pid.to_string()
+        })
+    });
+    head.starts_with("HTTP/1.1 200") && ours
 }
 
 pub fn start(cli: &Cli) -> i32 {
@@ -167,7 +181,7 @@ pub fn start(cli: &Cli) -> i32 {
             print_log_tail(&log_path);
             return EXIT_FAIL;
         }
-        if health_ok(&config.server.host, config.server.port) {
+        if health_ok(&config.server.host, config.server.port, pid) {
             if let Err(e) = std::fs::write(&cli.pid_file, format!("{pid}\n")) {
                 eprintln!(
                     "aisbf: cannot write pid file {}: {e}",
@@ -245,4 +259,33 @@ pub fn stop(cli: &Cli) -> i32 {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = std::fs::remove_file(&cli.pid_file);
     EXIT_FAIL
+}
+
+/// `aisbf reload`: validates the configuration as the daemon would load it (a broken file is
+/// reported here and the daemon is not disturbed), then sends the daemon SIGHUP.
+pub fn reload(cli: &Cli) -> i32 {
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aisbf: configuration error: {e}; the daemon was not signalled");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = check_bind_safety(&config) {
+        eprintln!("aisbf: {e}; the daemon was not signalled");
+        return EXIT_CONFIG;
+    }
+    let Some(pid) = running_pid(&cli.pid_file) else {
+        println!("aisbf is not running");
+        return EXIT_NOT_RUNNING;
+    };
+    if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGHUP) {
+        eprintln!("aisbf: cannot signal PID {pid}: {e}");
+        return EXIT_FAIL;
+    }
+    println!(
+        "reload signalled (PID {pid}); the outcome is in {}",
+        config.dir.join("aisbf.log").display()
+    );
+    EXIT_OK
 }

@@ -60,12 +60,15 @@ fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
 #[serde(default)]
 pub struct LimitsSection {
     pub max_body_bytes: usize,
+    /// Open client connections at most; past it new ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_body_bytes: 32 * 1024 * 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct TimeoutsSection {
     pub connect_seconds: f64,
     pub first_byte_seconds: f64,
     pub idle_seconds: f64,
+    /// Deadline for a client's whole request head (not per read: a trickling client is cut).
+    pub header_seconds: f64,
+    /// An idle keep-alive client connection is closed after this long.
+    pub keepalive_seconds: f64,
 }
 
 impl Default for TimeoutsSection {
@@ -84,6 +91,8 @@ impl Default for TimeoutsSection {
             connect_seconds: 10.0,
             first_byte_seconds: 120.0,
             idle_seconds: 120.0,
+            header_seconds: 30.0,
+            keepalive_seconds: 75.0,
         }
     }
 }

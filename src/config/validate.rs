@@ -40,10 +40,15 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
     if c.limits.max_body_bytes == 0 {
         return Err(invalid(A, "limits.max_body_bytes".into(), "must be > 0"));
     }
+    if c.limits.max_connections == 0 {
+        return Err(invalid(A, "limits.max_connections".into(), "must be > 0"));
+    }
     for (field, v) in [
         ("connect_seconds", c.timeouts.connect_seconds),
         ("first_byte_seconds", c.timeouts.first_byte_seconds),
         ("idle_seconds", c.timeouts.idle_seconds),
+        ("header_seconds", c.timeouts.header_seconds),
+        ("keepalive_seconds", c.timeouts.keepalive_seconds),
     ] {
         if !(v.is_finite() && v > 0.0) {
             return Err(invalid(

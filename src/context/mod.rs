@@ -189,6 +189,7 @@ async fn condense(
             }
         };
         let ms = t0.elapsed().as_millis() as u64;
+        state.metrics.condensation(method, &result, tokens);
         match result {
             Ok((messages, after)) if after < tokens => {
                 tracing::info!(

@@ -266,6 +266,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
         .await
         .clone();
     tracing::info!(autoselect = name, chosen = %chosen, "autoselect decision");
+    state.metrics.autoselect(config, name, &chosen);
     let target = plain_target(config, &chosen)?;
     let mut served = serve_plain(state, target, req).await?;
     served.autoselected = Some(chosen.to_string());

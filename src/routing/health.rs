@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -64,6 +65,9 @@ pub trait HealthStore: Send + Sync {
         cooldown: Duration,
     ) -> bool;
     async fn status(&self, key: &str) -> KeyStatus;
+    /// A store for `keys` (a reloaded configuration) that keeps the counters and cooldowns
+    /// of the keys this one already tracks.
+    fn rebuilt(&self, keys: Vec<String>) -> Box<dyn HealthStore>;
 }
 
 fn now_ms() -> u64 {
@@ -87,15 +91,16 @@ struct Slot {
 }
 
 /// The in-memory store: a map built once from the configuration and never written after,
-/// so lookups take no lock; each slot is updated with atomics.
+/// so lookups take no lock; each slot is updated with atomics. Slots are shared with the
+/// store a reload builds, so requests still running on the old state count in the new one.
 pub struct MemoryStore {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<String, Arc<Slot>>,
 }
 
 impl MemoryStore {
     pub fn new(keys: impl IntoIterator<Item = String>) -> MemoryStore {
         MemoryStore {
-            slots: keys.into_iter().map(|k| (k, Slot::default())).collect(),
+            slots: keys.into_iter().map(|k| (k, Arc::default())).collect(),
         }
     }
 }
@@ -163,6 +168,17 @@ impl HealthStore for MemoryStore {
         }
     }
 
+    fn rebuilt(&self, keys: Vec<String>) -> Box<dyn HealthStore> {
+        let slots = keys
+            .into_iter()
+            .map(|k| {
+                let slot = self.slots.get(&k).cloned().unwrap_or_default();
+                (k, slot)
+            })
+            .collect();
+        Box::new(MemoryStore { slots })
+    }
+
     async fn status(&self, key: &str) -> KeyStatus {
         let Some(s) = self.slots.get(key) else {
             return KeyStatus {
@@ -218,17 +234,35 @@ impl Health {
     /// The policy of `config` with the in-memory store.
     pub fn in_memory(config: &Config) -> Health {
         let scopes = scopes(config);
-        let keys = scopes
-            .values()
-            .flat_map(|s| {
-                std::iter::once(s.key.clone()).chain(s.models.values().map(|m| m.0.clone()))
-            })
-            .collect::<Vec<_>>();
         Health {
-            store: Box::new(MemoryStore::new(keys)),
+            store: Box::new(MemoryStore::new(keys(&scopes))),
             scopes,
             max_failures: config.error_tracking.max_failures.max(1),
         }
+    }
+
+    /// The policy of a reloaded `config`; failure counts and cooldowns carry over for the
+    /// keys that remain.
+    pub fn reloaded(config: &Config, old: &Health) -> Health {
+        let scopes = scopes(config);
+        Health {
+            store: old.store.rebuilt(keys(&scopes)),
+            scopes,
+            max_failures: config.error_tracking.max_failures.max(1),
+        }
+    }
+
+    /// Is `provider` serving (its own key not cooling down)?
+    pub async fn provider_up(&self, provider: &str) -> bool {
+        match self.scopes.get(provider) {
+            Some(s) => self.store.cooling_until(&s.key).await.is_none(),
+            None => true,
+        }
+    }
+
+    /// Every provider id tracked.
+    pub fn providers(&self) -> impl Iterator<Item = &str> {
+        self.scopes.keys().map(String::as_str)
     }
 
     /// The key and cooldown `provider`/`model` is tracked under.
@@ -297,6 +331,13 @@ impl Health {
         }
         out
     }
+}
+
+fn keys(scopes: &HashMap<String, Scope>) -> Vec<String> {
+    scopes
+        .values()
+        .flat_map(|s| std::iter::once(s.key.clone()).chain(s.models.values().map(|m| m.0.clone())))
+        .collect()
 }
 
 /// Which keys exist and their cooldowns: a model's `error_cooldown` (in providers.json or in a
@@ -373,6 +414,28 @@ mod tests {
         for _ in 0..5 {
             assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
         }
+    }
+
+    #[tokio::test]
+    async fn a_rebuilt_store_keeps_the_keys_that_remain_and_shares_them() {
+        let old = MemoryStore::new(["a".to_string(), "gone".to_string()]);
+        let cd = Duration::from_secs(60);
+        assert!(old.record_failure("a", Failure::Fault, 1, cd).await);
+        old.record_failure("gone", Failure::Fault, 5, cd).await;
+        let new = old.rebuilt(vec!["a".into(), "added".into()]);
+        assert!(
+            new.cooling_until("a").await.is_some(),
+            "cooldown carried over"
+        );
+        assert!(new.cooling_until("added").await.is_none());
+        assert_eq!(
+            new.status("gone").await.failures,
+            0,
+            "removed keys are gone"
+        );
+        // A request still running on the old state records into the same counters.
+        old.record_success("a").await;
+        assert_eq!(new.status("a").await.failures, 0);
     }
 
     #[tokio::test]

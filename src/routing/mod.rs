@@ -8,13 +8,14 @@ pub mod ratelimit;
 pub mod rotation;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use crate::api::openai::ChatRequest;
 use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::context;
+use crate::metrics::StreamMeter;
 use crate::providers::{ChatOutcome, ChatStream, Phase, ProviderError, StreamItem};
 use crate::state::AppState;
 
@@ -179,6 +180,7 @@ pub async fn dispatch(
     target: Target,
     req: ChatRequest,
 ) -> Result<Served, RouteError> {
+    state.metrics.resolved(&state.config, &target);
     match target {
         Target::Provider { provider, model } => serve_provider(state, &provider, &model, req).await,
         Target::Rotation(name) => rotation::serve(state, &name, req).await,
@@ -233,6 +235,7 @@ pub async fn attempt(
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
     let effective_context = context::prepare(state, &mut req, config, model, entry).await?;
+    let started = Instant::now();
     let outcome = match call(state, provider.as_ref(), &req, model).await {
         Ok(ChatOutcome::Complete(r)) => {
             state.health.success(provider_id, model).await;
@@ -241,14 +244,27 @@ pub async fn attempt(
         Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
             s,
             state.health.clone(),
+            state.metrics.meter(&state.config, provider_id, model),
             provider_id.to_string(),
             model.to_string(),
         )),
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;
+            state
+                .metrics
+                .upstream_failure(&state.config, provider_id, model, &e);
             return Err(e.into());
         }
     };
+    let (m, waited) = (&state.metrics, started.elapsed());
+    m.served(
+        &state.config,
+        provider_id,
+        model,
+        &outcome,
+        effective_context,
+        waited,
+    );
     Ok(Served {
         outcome,
         provider: provider_id.to_string(),
@@ -272,24 +288,31 @@ async fn call(
     }
 }
 
-/// A committed stream's health record: success at its end, a failure on an error mid-way.
-/// A client that hangs up mid-stream records nothing.
+/// A committed stream's health record and metrics: success (and its usage) at its end, a
+/// failure on an error mid-way. A client that hangs up mid-stream records nothing.
 fn track_stream(
     stream: ChatStream,
     health: Arc<health::Health>,
+    meter: StreamMeter,
     provider: String,
     model: String,
 ) -> ChatStream {
     futures::stream::unfold(
-        (stream, health, provider, model),
-        |(mut stream, health, provider, model)| async move {
+        (stream, health, meter, provider, model),
+        |(mut stream, health, meter, provider, model)| async move {
             let item = stream.next().await?;
             match &item {
-                Ok(StreamItem::End(_)) => health.success(&provider, &model).await,
-                Err(e) => health.failure(&provider, &model, e).await,
+                Ok(StreamItem::End(end)) => {
+                    health.success(&provider, &model).await;
+                    meter.ended(end.usage.as_ref());
+                }
+                Err(e) => {
+                    health.failure(&provider, &model, e).await;
+                    meter.failed(e);
+                }
                 Ok(StreamItem::Chunk(_)) => {}
             }
-            Some((item, (stream, health, provider, model)))
+            Some((item, (stream, health, meter, provider, model)))
         },
     )
     .boxed()

@@ -195,6 +195,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
             Ok(served) => return Ok(served),
             Err(RouteError::Provider(err)) if err.should_failover() => {
                 tracing::info!(rotation = name, target = %e.target(), "failing over: {err}");
+                state.metrics.failover(config, name);
                 if let ProviderError::RateLimited { retry_after, .. } = &err {
                     rate_limited.push(*retry_after);
                 }

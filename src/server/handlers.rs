@@ -67,8 +67,30 @@ pub async fn autoselects(State(state): State<Arc<AppState>>) -> Response {
     )
 }
 
-pub async fn health() -> &'static str {
-    "ok"
+/// `GET /health`: names this process, so `aisbf daemon` can tell its own server from
+/// another one already on the port.
+pub async fn health() -> Response {
+    let mut resp = "ok".into_response();
+    if let Ok(pid) = HeaderValue::from_str(&std::process::id().to_string()) {
+        resp.headers_mut().insert("x-aisbf-pid", pid);
+    }
+    resp
+}
+
+/// `GET /metrics`: Prometheus series (OpenMetrics text), provider up/cooling read now.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut up = Vec::new();
+    for (id, p) in &state.config.providers {
+        if !matches!(p.kind, ProviderKind::Unsupported(_)) {
+            up.push((id.clone(), state.health.provider_up(id).await));
+        }
+    }
+    let mut resp = state.metrics.render(up).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    resp
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -1,8 +1,12 @@
-//! The HTTP server: every route on one screen, middleware, graceful shutdown.
+//! The HTTP server: every route on one screen, middleware, the listener, reload and
+//! graceful shutdown.
 
 mod auth;
+mod conn;
 pub mod error;
 mod handlers;
+pub mod live;
+pub mod observe;
 mod stream;
 
 use std::sync::Arc;
@@ -11,11 +15,16 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::state::AppState;
+use conn::{Activity, Guarded};
+use live::Live;
+use observe::Observed;
 
 /// How long SIGTERM/SIGINT waits for in-flight requests and streams before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(handlers::root))
         .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
         .route("/v1/chat/completions", post(handlers::v1_chat))
         .route("/api/v1/chat/completions", post(handlers::v1_chat))
         .route("/v1/models", get(handlers::all_models))
@@ -52,41 +62,107 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for at most
-/// `DRAIN_TIMEOUT`.
+/// Serves `state` (never reloaded) until `shutdown` resolves; see `serve_live`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    // Without TCP_NODELAY, small SSE writes wait for the client's delayed ACK (~40 ms each).
-    let listener = listener.tap_io(|tcp| {
+    let live = Live::new(
+        state,
+        Box::new(|| Err("this server was started without a configuration loader".into())),
+    );
+    serve_live(listener, live, shutdown).await
+}
+
+/// Serves whatever `live` holds until `shutdown` resolves, then drains in-flight requests
+/// for at most `DRAIN_TIMEOUT`.
+pub async fn serve_live(
+    listener: tokio::net::TcpListener,
+    live: Arc<Live>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max = live.state().config.limits.max_connections;
+    // One permit per open connection, taken before `accept`: past the limit, new clients
+    // wait in the kernel's backlog instead of costing a file descriptor each.
+    let slots = Arc::new(Semaphore::new(max));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY, small SSE writes wait for the client's delayed ACK (~40 ms each).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-    });
-    let server =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(());
+        let timeouts = &live.state().config.timeouts;
+        let activity = Arc::new(Activity::default());
+        let io = Guarded::new(
+            tcp,
+            activity.clone(),
+            Duration::from_secs_f64(timeouts.header_seconds),
+            Duration::from_secs_f64(timeouts.keepalive_seconds),
+        );
+        let service = Observed {
+            live: live.clone(),
+            activity,
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            // Our `Guarded` socket keeps the head deadline (hyper's would cut idle keep-alive).
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+            drop(permit);
         });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        r = &mut server => return r,
-        _ = rx => {}
     }
+    drop(listener);
     tracing::info!(
         "shutting down: draining in-flight requests (at most {}s)",
         DRAIN_TIMEOUT.as_secs()
     );
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(r) => r,
-        Err(_) => {
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// Reloads `live` on every SIGHUP (design.md §15), off the async workers.
+pub async fn reload_on_sighup(live: Arc<Live>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP, reload is unavailable: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let live = live.clone();
+        let _ = tokio::task::spawn_blocking(move || live.reload("SIGHUP")).await;
     }
 }
 

@@ -18,7 +18,10 @@ use aisbf::state::AppState;
 /// A running aisbf on 127.0.0.1:<ephemeral>, stopped when dropped.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The state it started with (a reload swaps in a new one: see `live`).
     pub state: Arc<AppState>,
+    /// What it serves now; `live.reload(..)` re-reads the config dir, as SIGHUP does.
+    pub live: Arc<aisbf::server::live::Live>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -32,12 +35,22 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(aisbf::server::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let reload_dir = dir.to_path_buf();
+        let live = aisbf::server::live::Live::new(
+            state.clone(),
+            Box::new(move || aisbf::config::load(&reload_dir).map_err(|e| e.to_string())),
+        );
+        let task = tokio::spawn(aisbf::server::serve_live(
+            listener,
+            live.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Gateway {
             addr,
             state,
+            live,
             stop: Some(tx),
             task: Some(task),
             _dir: None,

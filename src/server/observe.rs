@@ -1,0 +1,250 @@
+//! The one service every request passes through before the router (design.md §14): it loads
+//! the current state (reload), gives the request its id and tracing span, counts it in the
+//! request metrics, and writes its access-log line when the response, whole stream
+//! included, has ended. The API label comes from the path, so every ingress route is covered
+//! without its handler knowing.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::conn::{Activity, Busy};
+use super::live::Live;
+use crate::metrics::{Metrics, Record, SharedRecord, CURRENT};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Which API a path belongs to, for the `api` label; `None` is not counted (`/metrics`,
+/// `/health`, `/`, the config listings).
+pub fn api_of(path: &str) -> Option<&'static str> {
+    let rest = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix("/api/v1/"));
+    if let Some(rest) = rest {
+        return match rest.split('/').next() {
+            Some("chat") if rest == "chat/completions" => Some("chat"),
+            Some("messages") => Some("messages"),
+            Some("responses") => Some("responses"),
+            Some("models") => Some("models"),
+            _ => None,
+        };
+    }
+    let rest = path.strip_prefix("/api/")?;
+    if rest == "models" {
+        return Some("models");
+    }
+    match rest.split_once('/') {
+        Some((_, "chat/completions")) => Some("chat"),
+        Some((_, "models")) => Some("models"),
+        _ => None,
+    }
+}
+
+/// The client's id when it is 1–128 printable ASCII characters, else a new random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len()) && b.iter().all(|c| (0x20..=0x7e).contains(c)) {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The server's per-connection service.
+#[derive(Clone)]
+pub struct Observed {
+    pub live: Arc<Live>,
+    pub activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Observed {
+    type Response = Response<ObservedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // Counted busy from here, synchronously: the socket's header deadline stops now.
+        let busy = Busy::new(&self.activity);
+        let current = self.live.current();
+        let id = request_id(req.headers());
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        let id_text = id.to_str().unwrap_or("").to_string();
+        let span = tracing::info_span!("request", id = %id_text);
+        let record = SharedRecord::default();
+        let api = api_of(req.uri().path());
+        let metrics = current.state.metrics.clone();
+        if api.is_some() {
+            metrics.inflight(1);
+        }
+        let mut finish = Finish {
+            metrics,
+            api,
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            id: id_text,
+            start: Instant::now(),
+            head: None,
+            // Until a response exists: the client went away while it was being prepared.
+            status: 499,
+            record: record.clone(),
+            _busy: busy,
+        };
+        let mut router = current.router.clone();
+        let handled = CURRENT
+            .scope(record.clone(), router.call(req))
+            .instrument(span.clone());
+        Box::pin(async move {
+            let resp = match handled.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            let (mut parts, body) = resp.into_parts();
+            parts.headers.insert(REQUEST_ID, id);
+            finish.status = parts.status.as_u16();
+            finish.head = Some(finish.start.elapsed());
+            Ok(Response::from_parts(
+                parts,
+                ObservedBody {
+                    inner: body,
+                    record,
+                    span,
+                    finish: Some(finish),
+                },
+            ))
+        })
+    }
+}
+
+/// A response body that runs inside its request's span and record (streams are produced
+/// while it is polled) and accounts for the request when it ends or is dropped.
+pub struct ObservedBody {
+    inner: Body,
+    record: SharedRecord,
+    span: tracing::Span,
+    finish: Option<Finish>,
+}
+
+impl HttpBody for ObservedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        let inner = &mut this.inner;
+        let polled = CURRENT.sync_scope(this.record.clone(), || Pin::new(inner).poll_frame(cx));
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.finish.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Everything needed to account for one request once its response has ended.
+struct Finish {
+    metrics: Arc<Metrics>,
+    api: Option<&'static str>,
+    method: Method,
+    path: String,
+    id: String,
+    start: Instant,
+    head: Option<Duration>,
+    status: u16,
+    record: SharedRecord,
+    _busy: Busy,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let duration = self.start.elapsed();
+        let r: &Record = &self.record.lock();
+        if let Some(api) = self.api {
+            self.metrics.inflight(-1);
+            let head = self.head.unwrap_or(duration);
+            self.metrics
+                .request_done(api, r, self.status, duration, head);
+        }
+        // Never a key or a body: method, path (no query), outcome, names and counts only.
+        tracing::info!(
+            target: "aisbf::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            provider = r.provider.as_deref().unwrap_or("-"),
+            model = r.model.as_deref().unwrap_or("-"),
+            duration_ms = (duration.as_secs_f64() * 10_000.0).round() / 10.0,
+            // Absent when unknown (no upstream answered, or it reported none).
+            prompt_tokens = r.prompt_tokens.or(r.effective_context),
+            completion_tokens = r.completion_tokens,
+            id = %self.id,
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_their_api() {
+        for (p, api) in [
+            ("/v1/chat/completions", Some("chat")),
+            ("/api/v1/chat/completions", Some("chat")),
+            ("/api/openai/chat/completions", Some("chat")),
+            ("/api/rotations/chat/completions", Some("chat")),
+            ("/v1/messages", Some("messages")),
+            ("/v1/messages/count_tokens", Some("messages")),
+            ("/api/v1/messages", Some("messages")),
+            ("/v1/responses", Some("responses")),
+            ("/v1/responses/resp_1", Some("responses")),
+            ("/v1/models", Some("models")),
+            ("/api/models", Some("models")),
+            ("/api/ollama/models", Some("models")),
+            ("/metrics", None),
+            ("/health", None),
+            ("/", None),
+            ("/api/rotations", None),
+            ("/v1/embeddings", None),
+        ] {
+            assert_eq!(api_of(p), api, "{p}");
+        }
+    }
+
+    #[test]
+    fn client_ids_are_kept_only_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        h.insert(REQUEST_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(REQUEST_ID, HeaderValue::from_static(""));
+        assert_eq!(request_id(&h).len(), 32);
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+}
