@@ -254,7 +254,7 @@ async fn run_algorithmic(
     model: &str,
 ) -> (Vec<Message>, u64) {
     let original = std::mem::take(&mut req.messages);
-    let bpe = state.tokens.bpe_for(model);
+    let bpe = state.tokens.bpe(model).await;
     let (original, out, n) = state
         .tokens
         .offload(tokens::text_bytes(&original), move || {
@@ -287,7 +287,7 @@ async fn last_resort(
 ) -> Result<u64, RouteError> {
     let stats = &state.context.stats;
     let messages = std::mem::take(&mut req.messages);
-    let bpe = state.tokens.bpe_for(model);
+    let bpe = state.tokens.bpe(model).await;
     let (messages, after, dropped) = state
         .tokens
         .offload(tokens::text_bytes(&messages), move || {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::{Phase, ProviderError, Timeouts};
@@ -18,8 +19,6 @@ pub struct Upstream {
     key: ApiKey,
     pub client: reqwest::Client,
     pub timeouts: Timeouts,
-    /// Configured model names, the fallback of `models()` when the list endpoint fails.
-    pub configured_models: Vec<String>,
     /// Per-model `max_tokens` defaults (Anthropic requires the field).
     pub model_max_tokens: Vec<(String, u32)>,
 }
@@ -32,7 +31,6 @@ impl Upstream {
             key: p.api_key.clone(),
             client,
             timeouts,
-            configured_models: p.models.iter().map(|m| m.name.clone()).collect(),
             model_max_tokens: p
                 .models
                 .iter()
@@ -59,6 +57,31 @@ impl Upstream {
         }
     }
 
+    /// `req` with the configured key in the provider's header (marked sensitive, so it
+    /// never shows in a debug print); unchanged when the provider needs no key.
+    pub fn authorized(
+        &self,
+        req: RequestBuilder,
+        auth: Auth,
+    ) -> Result<RequestBuilder, ProviderError> {
+        let Some(key) = self.key()? else {
+            return Ok(req);
+        };
+        let value = match auth {
+            Auth::Bearer => format!("Bearer {}", key.expose()),
+            Auth::Header(_) => key.expose().to_string(),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ProviderError::Protocol("the configured API key is not a valid header value".into())
+        })?;
+        value.set_sensitive(true);
+        let name = match auth {
+            Auth::Bearer => reqwest::header::AUTHORIZATION.as_str(),
+            Auth::Header(name) => name,
+        };
+        Ok(req.header(name, value))
+    }
+
     pub fn max_tokens_for(&self, model: &str) -> Option<u32> {
         self.model_max_tokens
             .iter()
@@ -80,12 +103,20 @@ impl Upstream {
         Err(self.error_from_response(resp).await)
     }
 
-    /// Reads a whole (non-stream) body, each read bounded by the idle timeout.
-    pub async fn read_body(&self, resp: Response) -> Result<bytes::Bytes, ProviderError> {
-        match tokio::time::timeout(self.timeouts.first_byte, resp.bytes()).await {
-            Err(_) => Err(ProviderError::Timeout(Phase::Idle)),
-            Ok(Err(e)) => Err(transport_error(e)),
-            Ok(Ok(b)) => Ok(b),
+    /// Reads a whole (non-stream) body: its first bytes within the first-byte timeout (some
+    /// upstreams send the head before they have the answer), each later read within the
+    /// idle timeout, so a slow but steady body is read to its end.
+    pub async fn read_body(&self, mut resp: Response) -> Result<bytes::Bytes, ProviderError> {
+        let mut body = bytes::BytesMut::new();
+        let mut limit = (self.timeouts.first_byte, Phase::FirstByte);
+        loop {
+            match tokio::time::timeout(limit.0, resp.chunk()).await {
+                Err(_) => return Err(ProviderError::Timeout(limit.1)),
+                Ok(Err(e)) => return Err(transport_error(e)),
+                Ok(Ok(None)) => return Ok(body.freeze()),
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            }
+            limit = (self.timeouts.idle, Phase::Idle);
         }
     }
 
@@ -119,6 +150,15 @@ impl Upstream {
             code,
         }
     }
+}
+
+/// How a provider presents its key.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI, Ollama behind a proxy).
+    Bearer,
+    /// The key alone in the named header (`x-api-key`, `x-goog-api-key`).
+    Header(&'static str),
 }
 
 /// reqwest's errors name the URL; ours must not (a key could sit in a query string).

@@ -2,8 +2,10 @@
 //! One file per provider; a new provider is one file plus one line in `build`.
 
 pub mod anthropic;
+pub mod convert;
 pub mod gemini;
 pub mod http;
+pub mod kernel;
 pub mod ollama;
 pub mod openai;
 pub mod sse;
@@ -21,7 +23,6 @@ use crate::config::{Config, ProviderConfig, ProviderKind};
 
 #[async_trait]
 pub trait Provider: Send + Sync {
-    fn id(&self) -> &str;
     /// Sends `req` to the upstream as `model`. A stream is returned as soon as the upstream
     /// answered with a success status; the caller peeks its first item before committing.
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError>;
@@ -40,8 +41,7 @@ pub enum ChatOutcome {
 pub enum StreamItem {
     /// The JSON of one `chat.completion.chunk`, forwarded as one `data:` event.
     Chunk(Bytes),
-    /// The end of the answer: what the final usage chunk is built from. `usage` is the
-    /// upstream's own count when it sent one; `chunks` the number of content deltas seen.
+    /// The end of the answer: what the final usage chunk is built from.
     End(StreamEnd),
 }
 
@@ -50,8 +50,11 @@ pub struct StreamEnd {
     pub id: String,
     pub model: String,
     pub created: i64,
+    /// The upstream's own count, when it sent one.
     pub usage: Option<Usage>,
-    pub content_chunks: u64,
+    /// The answer's text (content, reasoning, tool arguments), for the gateway to count
+    /// when the upstream sent no usage.
+    pub completion: String,
 }
 
 /// When in the exchange a timeout hit.
@@ -148,10 +151,6 @@ impl Registry {
 
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(id)
-    }
-
-    pub fn from_map(providers: HashMap<String, Arc<dyn Provider>>) -> Registry {
-        Registry { providers }
     }
 }
 

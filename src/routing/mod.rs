@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::api::openai::ChatRequest;
+use crate::api::openai::{ChatRequest, Usage};
 use crate::config::{Config, ModelConfig, ProviderKind};
 use crate::context;
 use crate::providers::{ChatOutcome, ChatStream, Phase, ProviderError, StreamItem};
@@ -238,12 +238,16 @@ pub async fn attempt(
             state.health.success(provider_id, model).await;
             ChatOutcome::Complete(r)
         }
-        Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
-            s,
-            state.health.clone(),
-            provider_id.to_string(),
-            model.to_string(),
-        )),
+        Ok(ChatOutcome::Stream(s)) => {
+            let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
+            let s = count_unreported_usage(s, counter, effective_context);
+            ChatOutcome::Stream(track_stream(
+                s,
+                state.health.clone(),
+                provider_id.to_string(),
+                model.to_string(),
+            ))
+        }
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;
             return Err(e.into());
@@ -293,6 +297,31 @@ fn track_stream(
         },
     )
     .boxed()
+}
+
+/// A stream whose upstream reported no usage gets it counted here, as a non-stream answer
+/// does: the prompt as sent, the answer's text with the model's BPE table.
+fn count_unreported_usage(
+    stream: ChatStream,
+    counter: crate::context::tokens::AnswerCounter,
+    effective_context: u64,
+) -> ChatStream {
+    stream
+        .then(move |item| {
+            let counter = counter.clone();
+            async move {
+                match item {
+                    Ok(StreamItem::End(mut end)) if end.usage.is_none() => {
+                        let text = std::mem::take(&mut end.completion);
+                        let completion = counter.count(text).await;
+                        end.usage = Some(Usage::new(effective_context, completion));
+                        Ok(StreamItem::End(end))
+                    }
+                    other => other,
+                }
+            }
+        })
+        .boxed()
 }
 
 /// Waits for the stream's first item: an error or silence before it is still an ordinary
