@@ -46,6 +46,12 @@ pub enum RouteError {
         target: String,
         retry_after: Duration,
     },
+    /// The target's `rate_limit` spacing has no slot within the first-byte timeout.
+    #[error("'{target}' is spaced by its rate_limit; next slot in {}s", ceil_secs(*retry_after))]
+    Spaced {
+        target: String,
+        retry_after: Duration,
+    },
     /// Every candidate of a rotation failed on the provider's side.
     #[error("{what}: every candidate failed: {attempts}")]
     AllFailed { what: String, attempts: Attempts },
@@ -203,7 +209,18 @@ pub async fn serve_provider(
             retry_after: c.remaining(),
         });
     }
-    state.limits.wait_for_slot(provider_id, model).await;
+    // Bounded like any wait for an upstream: a client is not kept past the first-byte
+    // timeout for a slot that far away.
+    let spaced = state
+        .limits
+        .wait_for_slot(provider_id, model, state.first_byte_timeout())
+        .await;
+    if let Err(next) = spaced {
+        return Err(RouteError::Spaced {
+            target: format!("{provider_id}/{model}"),
+            retry_after: next.saturating_duration_since(std::time::Instant::now()),
+        });
+    }
     attempt(state, provider_id, model, None, req).await
 }
 

@@ -177,7 +177,17 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
             Next::Go(i) => i,
             Next::WaitFor(i) => {
                 let e = &entries[i];
-                state.limits.wait_for_slot(e.provider, &e.model.name).await;
+                let limit = state.first_byte_timeout();
+                if let Err(next) = state
+                    .limits
+                    .wait_for_slot(e.provider, &e.model.name, limit)
+                    .await
+                {
+                    return Err(RouteError::Spaced {
+                        target: format!("rotation '{name}'"),
+                        retry_after: next.saturating_duration_since(Instant::now()),
+                    });
+                }
                 i
             }
         };
