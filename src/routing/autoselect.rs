@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use super::rotation::check_usable;
 use super::{resolve_model, rotation, serve_provider, RouteError, Served, Target};
 use crate::api::openai::{ChatRequest, Extra, Message};
-use crate::config::{AutoselectConfig, Config};
+use crate::config::{AutoselectConfig, Config, Routed};
 use crate::providers::ChatOutcome;
 use crate::state::AppState;
 
@@ -254,7 +254,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
         .autoselect
         .get(name)
         .ok_or_else(|| RouteError::UnknownAutoselect(name.to_string()))?;
-    check_usable(config, "autoselect.json", "autoselect", name)?;
+    check_usable(config, Routed::Autoselect, "autoselect", name)?;
     let fallback = cfg
         .fallback
         .as_deref()
@@ -289,7 +289,7 @@ pub fn describe(config: &Config) -> Value {
                 "selection_model": a.selection_model,
                 "fallback": a.fallback,
                 "available_models": models,
-                "usable": !config.is_unusable("autoselect.json", name),
+                "usable": !config.is_unusable(Routed::Autoselect, name),
             }),
         );
     }
