@@ -3,6 +3,7 @@
 //! commit of streams.
 
 pub mod autoselect;
+pub mod condense;
 pub mod health;
 pub mod ratelimit;
 pub mod rotation;
@@ -14,7 +15,7 @@ use futures::StreamExt;
 
 use crate::api::openai::{ChatRequest, Usage};
 use crate::config::{Config, ModelConfig, ProviderKind};
-use crate::context;
+use crate::context::{self, model::ModelCaller};
 use crate::providers::{ChatOutcome, ChatStream, Phase, ProviderError, StreamItem};
 use crate::state::AppState;
 
@@ -249,7 +250,15 @@ pub async fn attempt(
         .providers
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
-    let effective_context = context::prepare(state, &mut req, config, model, entry).await?;
+    let caller = condense::Caller(state);
+    let caller = (!condense::in_condensation_call()).then_some(&caller as &dyn ModelCaller);
+    let effective_context = context::prepare(state, &mut req, config, model, entry, caller)
+        .await
+        .map_err(|e| match e {
+            context::ContextError::TooLarge { tokens, limit } => {
+                RouteError::ContextTooLarge { tokens, limit }
+            }
+        })?;
     let outcome = match call(state, provider.as_ref(), &req, model).await {
         Ok(ChatOutcome::Complete(r)) => {
             state.health.success(provider_id, model).await;
