@@ -177,28 +177,16 @@ async fn condense(
         let result: Result<(Vec<Message>, u64), CondenseError> = match method {
             CondenseMethod::Algorithmic => Ok(run_algorithmic(state, req, model).await),
             CondenseMethod::Conversational => {
-                counted(
-                    state,
-                    model,
-                    conversational::condense(&asker, &prompts.conversational, &req.messages).await,
-                )
-                .await
+                let m = conversational::condense(&asker, &prompts.conversational, &req.messages);
+                counted(state, model, m.await).await
             }
             CondenseMethod::Semantic => {
-                counted(
-                    state,
-                    model,
-                    semantic::condense(&asker, &prompts.semantic, &req.messages).await,
-                )
-                .await
+                let m = semantic::condense(&asker, &prompts.semantic, &req.messages);
+                counted(state, model, m.await).await
             }
             CondenseMethod::Hierarchical => {
-                counted(
-                    state,
-                    model,
-                    hierarchical::condense(&asker, &prompts.hierarchical, &req.messages).await,
-                )
-                .await
+                let m = hierarchical::condense(&asker, &prompts.hierarchical, &req.messages);
+                counted(state, model, m.await).await
             }
         };
         let ms = t0.elapsed().as_millis() as u64;

@@ -113,6 +113,24 @@ impl Asker<'_> {
     }
 }
 
+/// The older turns of `messages` (all but the last `keep_units`) and the condensation
+/// model's summary of them: the first step of `conversational` and `hierarchical`.
+pub async fn summarize_older(
+    asker: &Asker<'_>,
+    prompt: &str,
+    messages: &[Message],
+    keep_units: usize,
+) -> Result<(super::turns::Split, String), CondenseError> {
+    let s = super::turns::split(messages, keep_units);
+    if s.older.is_empty() {
+        return Err(CondenseError::NothingToCondense);
+    }
+    let summary = asker
+        .ask(prompt, transcript(older(messages, &s.older)))
+        .await?;
+    Ok((s, summary))
+}
+
 /// Messages as plain text for the condensation model, inside `<aisbf_conversation>`.
 pub fn transcript<'m>(messages: impl Iterator<Item = &'m Message>) -> String {
     let mut out = String::from("<aisbf_conversation>\n");

@@ -895,16 +895,8 @@ impl Anthropic {
         Anthropic {
             messages_url: Upstream::fixed_url(&format!("{base}/v1/messages")),
             models_url: format!("{base}/v1/models"),
-            up,
+            up: up.with_auth(Auth::Header("x-api-key")),
         }
-    }
-
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let req = req.header("anthropic-version", API_VERSION);
-        self.up.authorized(req, Auth::Header("x-api-key"))
     }
 }
 
@@ -919,14 +911,12 @@ impl Provider for Anthropic {
             .map_err(|e| ProviderError::Protocol(format!("request encoding: {e}")))?;
         let mut builder = self
             .up
-            .client
-            .post(self.messages_url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .post_json(self.messages_url.clone(), body)
+            .header("anthropic-version", API_VERSION);
         if let Some(b) = betas(req) {
             builder = builder.header("anthropic-beta", b);
         }
-        let resp = self.up.send(self.authorized(builder)?).await?;
+        let resp = self.up.send(builder).await?;
         if req.is_stream() {
             let events = sse_events(resp, self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events, model)));
@@ -946,7 +936,12 @@ impl Provider for Anthropic {
             }
             let resp = self
                 .up
-                .send(self.authorized(self.up.client.get(&url))?)
+                .send(
+                    self.up
+                        .client
+                        .get(&url)
+                        .header("anthropic-version", API_VERSION),
+                )
                 .await?;
             let body = self.up.read_body(resp).await?;
             let page: NativeModelList = serde_json::from_slice(&body).map_err(|e| {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -36,17 +35,10 @@ pub struct Gemini {
 impl Gemini {
     pub fn new(up: Upstream) -> Self {
         Gemini {
-            up,
+            // The key goes in `x-goog-api-key`, never in the URL (URLs end up in logs).
+            up: up.with_auth(Auth::Header("x-goog-api-key")),
             signatures: Arc::default(),
         }
-    }
-
-    /// The key goes in `x-goog-api-key`, never in the URL (URLs end up in logs and errors).
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        self.up.authorized(req, Auth::Header("x-goog-api-key"))
     }
 
     fn url(&self, model: &str, stream: bool) -> String {
@@ -69,13 +61,10 @@ impl Provider for Gemini {
         let body = serde_json::to_vec(&to_native(req, &self.signatures))
             .map_err(|e| ProviderError::Protocol(format!("request encoding: {e}")))?;
         let stream = req.is_stream();
-        let builder = self
+        let resp = self
             .up
-            .client
-            .post(self.url(model, stream))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        let resp = self.up.send(self.authorized(builder)?).await?;
+            .send(self.up.post_json(self.url(model, stream), body))
+            .await?;
         if stream {
             let events = sse_events(resp, self.up.timeouts.idle);
             let signatures = self.signatures.clone();
@@ -101,7 +90,7 @@ impl Provider for Gemini {
             if let Some(t) = token.take() {
                 query.push(("pageToken", t));
             }
-            let req = self.authorized(self.up.client.get(&url).query(&query))?;
+            let req = self.up.client.get(&url).query(&query);
             let resp = self.up.send(req).await?;
             let body = self.up.read_body(resp).await?;
             let page: NativeModelList = serde_json::from_slice(&body)

@@ -17,6 +17,8 @@ pub struct Upstream {
     pub id: String,
     pub endpoint: String,
     key: ApiKey,
+    /// How the key is presented; `send` applies it to every request.
+    auth: Auth,
     pub client: reqwest::Client,
     pub timeouts: Timeouts,
     /// Per-model `max_tokens` defaults (Anthropic requires the field).
@@ -29,6 +31,7 @@ impl Upstream {
             id: p.id.clone(),
             endpoint: p.endpoint().to_string(),
             key: p.api_key.clone(),
+            auth: Auth::Bearer,
             client,
             timeouts,
             model_max_tokens: p
@@ -57,16 +60,27 @@ impl Upstream {
         }
     }
 
+    /// The provider's way of presenting its key (Bearer by default).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// A POST of a JSON body.
+    pub fn post_json(&self, url: impl reqwest::IntoUrl, body: Vec<u8>) -> RequestBuilder {
+        self.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
     /// `req` with the configured key in the provider's header (marked sensitive, so it
     /// never shows in a debug print); unchanged when the provider needs no key.
-    pub fn authorized(
-        &self,
-        req: RequestBuilder,
-        auth: Auth,
-    ) -> Result<RequestBuilder, ProviderError> {
+    fn authorized(&self, req: RequestBuilder) -> Result<RequestBuilder, ProviderError> {
         let Some(key) = self.key()? else {
             return Ok(req);
         };
+        let auth = self.auth;
         let value = match auth {
             Auth::Bearer => format!("Bearer {}", key.expose()),
             Auth::Header(_) => key.expose().to_string(),
@@ -89,9 +103,10 @@ impl Upstream {
             .map(|(_, t)| *t)
     }
 
-    /// Sends the request and waits for the response head within the first-byte timeout.
-    /// Error statuses become `ProviderError`s carrying the upstream's own message.
+    /// Sends the request, authorized, and waits for the response head within the first-byte
+    /// timeout. Error statuses become `ProviderError`s carrying the upstream's own message.
     pub async fn send(&self, req: RequestBuilder) -> Result<Response, ProviderError> {
+        let req = self.authorized(req)?;
         let resp = match tokio::time::timeout(self.timeouts.first_byte, req.send()).await {
             Err(_) => return Err(ProviderError::Timeout(Phase::FirstByte)),
             Ok(Err(e)) => return Err(transport_error(e)),

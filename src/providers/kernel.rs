@@ -129,44 +129,33 @@ impl ChunkWriter {
     }
 
     pub fn text(&mut self, text: &str) {
-        if text.is_empty() || self.finished {
-            return;
-        }
-        self.completion.push_str(text);
-        self.delta(Delta {
-            content: Some(text.to_string()),
+        self.answer_delta(text, |t| Delta {
+            content: Some(t),
             ..Delta::default()
         });
     }
 
     /// Reasoning as `delta.reasoning_content`.
     pub fn reasoning(&mut self, text: &str) {
-        if text.is_empty() || self.finished {
-            return;
-        }
-        self.completion.push_str(text);
-        self.delta(Delta {
-            reasoning_content: Some(text.to_string()),
+        self.answer_delta(text, |t| Delta {
+            reasoning_content: Some(t),
             ..Delta::default()
         });
     }
 
-    /// A tool call whose arguments follow in pieces under the native `key`.
-    pub fn tool_start(&mut self, key: u32, id: String, name: String) {
-        if self.finished {
+    fn answer_delta(&mut self, text: &str, delta: impl FnOnce(String) -> Delta) {
+        if text.is_empty() || self.finished {
             return;
         }
-        let index = self.next_tool_index();
-        self.tool_index.insert(key, index);
-        self.tool_delta(ToolCallDelta {
-            index,
-            id: Some(id),
-            kind: Some("function".into()),
-            function: Some(FunctionDelta {
-                name: Some(name),
-                arguments: Some(String::new()),
-            }),
-        });
+        self.completion.push_str(text);
+        self.delta(delta(text.to_string()));
+    }
+
+    /// A tool call whose arguments follow in pieces under the native `key`.
+    pub fn tool_start(&mut self, key: u32, id: String, name: String) {
+        if let Some(index) = self.open_call(id, name, String::new()) {
+            self.tool_index.insert(key, index);
+        }
     }
 
     /// A piece of the arguments of the call started under `key`.
@@ -193,11 +182,19 @@ impl ChunkWriter {
 
     /// A tool call that arrives whole (Gemini, Ollama): one delta with id, name and arguments.
     pub fn tool_call(&mut self, id: String, name: String, arguments: String) {
-        if self.finished {
-            return;
+        if !self.finished {
+            self.completion.push_str(&arguments);
         }
-        let index = self.next_tool_index();
-        self.completion.push_str(&arguments);
+        self.open_call(id, name, arguments);
+    }
+
+    /// The first delta of a call, at the next OpenAI index (`None` after the finish).
+    fn open_call(&mut self, id: String, name: String, arguments: String) -> Option<u32> {
+        if self.finished {
+            return None;
+        }
+        let index = self.tools;
+        self.tools += 1;
         self.tool_delta(ToolCallDelta {
             index,
             id: Some(id),
@@ -207,6 +204,7 @@ impl ChunkWriter {
                 arguments: Some(arguments),
             }),
         });
+        Some(index)
     }
 
     /// The finish chunk, once; deltas after it are dropped (trailing events carry usage).
@@ -245,12 +243,6 @@ impl ChunkWriter {
             usage: self.usage.take(),
             completion: std::mem::take(&mut self.completion),
         }
-    }
-
-    fn next_tool_index(&mut self) -> u32 {
-        let index = self.tools;
-        self.tools += 1;
-        index
     }
 
     fn tool_delta(&mut self, call: ToolCallDelta) {

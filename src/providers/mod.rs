@@ -36,6 +36,23 @@ pub enum ChatOutcome {
     Stream(ChatStream),
 }
 
+impl ChatOutcome {
+    /// The first choice's text of a complete answer (empty when it has none); `None` for a
+    /// stream, which an internal non-streaming call (selector, condensation) never expects.
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            ChatOutcome::Complete(r) => Some(
+                r.choices
+                    .into_iter()
+                    .next()
+                    .and_then(|c| c.message.content)
+                    .unwrap_or_default(),
+            ),
+            ChatOutcome::Stream(_) => None,
+        }
+    }
+}
+
 /// One item of a translated stream.
 #[derive(Debug)]
 pub enum StreamItem {

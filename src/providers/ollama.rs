@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::convert::{
     arguments_object, arguments_string, data_url, new_call_id, new_completion_id, Answer, ToolNames,
 };
-use super::http::{rfc3339_seconds, Auth, Upstream};
+use super::http::{rfc3339_seconds, Upstream};
 use super::kernel::{self, parse_event, ChunkWriter, Flow};
 use super::sse::ndjson_lines;
 use super::{ChatOutcome, ChatStream, Provider, ProviderError};
@@ -43,14 +43,6 @@ impl Ollama {
             up,
         }
     }
-
-    /// Local Ollama needs no key; hosted Ollama behind an auth proxy takes a Bearer token.
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        self.up.authorized(req, Auth::Bearer)
-    }
 }
 
 #[async_trait]
@@ -66,13 +58,11 @@ impl Provider for Ollama {
         }
         let body = serde_json::to_vec(&native)
             .map_err(|e| ProviderError::Protocol(format!("encoding the Ollama request: {e}")))?;
-        let builder = self
+        // Local Ollama needs no key; hosted Ollama behind an auth proxy takes a Bearer token.
+        let resp = self
             .up
-            .client
-            .post(self.chat_url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        let resp = self.up.send(self.authorized(builder)?).await?;
+            .send(self.up.post_json(self.chat_url.clone(), body))
+            .await?;
         if req.is_stream() {
             let lines = ndjson_lines(resp, self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(
@@ -87,10 +77,7 @@ impl Provider for Ollama {
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
-        let resp = self
-            .up
-            .send(self.authorized(self.up.client.get(&self.tags_url))?)
-            .await?;
+        let resp = self.up.send(self.up.client.get(&self.tags_url)).await?;
         let body = self.up.read_body(resp).await?;
         let tags: Tags = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Protocol(format!("Ollama model list: {e}")))?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::http::{error_fields, Auth, Upstream};
+use super::http::{error_fields, Upstream};
 use super::kernel::{self, ChunkWriter, Flow};
 use super::sse::sse_events;
 use super::{ChatOutcome, ChatStream, Provider, ProviderError};
@@ -30,13 +30,6 @@ impl OpenAi {
             models_url: format!("{}/models", up.endpoint),
             up,
         }
-    }
-
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        self.up.authorized(req, Auth::Bearer)
     }
 }
 
@@ -92,11 +85,8 @@ impl Provider for OpenAi {
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError> {
         let builder = self
             .up
-            .client
-            .post(self.chat_url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(outgoing_body(req, model));
-        let resp = self.up.send(self.authorized(builder)?).await?;
+            .post_json(self.chat_url.clone(), outgoing_body(req, model));
+        let resp = self.up.send(builder).await?;
         if req.is_stream() {
             let events = sse_events(resp, self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events)));
@@ -106,10 +96,7 @@ impl Provider for OpenAi {
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
-        let resp = self
-            .up
-            .send(self.authorized(self.up.client.get(&self.models_url))?)
-            .await?;
+        let resp = self.up.send(self.up.client.get(&self.models_url)).await?;
         let body = self.up.read_body(resp).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Protocol(format!("model list: {e}")))?;

@@ -8,7 +8,6 @@ use futures::FutureExt;
 use super::{dispatch, resolve_model, RouteError, Served, Target};
 use crate::api::openai::ChatRequest;
 use crate::context::model::{CondenseError, CondenseFor, ModelCaller};
-use crate::providers::ChatOutcome;
 use crate::state::AppState;
 
 tokio::task_local! {
@@ -69,17 +68,9 @@ impl Caller<'_> {
             .await
             .map_err(|_| CondenseError::Timeout(limit))?
             .map_err(call_error)?;
-        match served.outcome {
-            ChatOutcome::Complete(r) => Ok(r
-                .choices
-                .into_iter()
-                .next()
-                .and_then(|c| c.message.content)
-                .unwrap_or_default()),
-            ChatOutcome::Stream(_) => Err(CondenseError::Call(
-                "streamed answer to a non-streaming condensation call".into(),
-            )),
-        }
+        served.outcome.into_text().ok_or_else(|| {
+            CondenseError::Call("streamed answer to a non-streaming condensation call".into())
+        })
     }
 }
 
