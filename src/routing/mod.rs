@@ -260,8 +260,13 @@ pub async fn attempt(
             }
         })?;
     let outcome = match call(state, provider.as_ref(), &req, model).await {
-        Ok(ChatOutcome::Complete(r)) => {
+        Ok(ChatOutcome::Complete(mut r)) => {
             state.health.success(provider_id, model).await;
+            if r.usage.is_none() {
+                let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
+                let completion = counter.count(answer_text(&r)).await;
+                r.usage = Some(Usage::new(effective_context, completion));
+            }
             ChatOutcome::Complete(r)
         }
         Ok(ChatOutcome::Stream(s)) => {
@@ -323,6 +328,21 @@ fn track_stream(
         },
     )
     .boxed()
+}
+
+/// What an answer's completion tokens are counted from when its upstream reports none: its
+/// text, reasoning and tool arguments, as for a stream.
+fn answer_text(r: &crate::api::openai::ChatResponse) -> String {
+    let mut text = String::new();
+    for c in &r.choices {
+        let m = &c.message;
+        text.push_str(m.content.as_deref().unwrap_or_default());
+        text.push_str(m.reasoning_content.as_deref().unwrap_or_default());
+        for call in m.tool_calls.iter().flatten() {
+            text.push_str(&call.function.arguments);
+        }
+    }
+    text
 }
 
 /// A stream whose upstream reported no usage gets it counted here, as a non-stream answer
