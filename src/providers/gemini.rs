@@ -33,11 +33,13 @@ pub struct Gemini {
 }
 
 impl Gemini {
-    pub fn new(up: Upstream) -> Self {
+    /// `signatures` is shared by every Gemini provider, so a conversation moved from one to
+    /// another (a rotation) still hands its signatures back.
+    pub fn new(up: Upstream, signatures: Arc<Signatures>) -> Self {
         Gemini {
             // The key goes in `x-goog-api-key`, never in the URL (URLs end up in logs).
             up: up.with_auth(Auth::Header("x-goog-api-key")),
-            signatures: Arc::default(),
+            signatures,
         }
     }
 

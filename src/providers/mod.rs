@@ -1,5 +1,7 @@
 //! Providers: the trait every upstream implements, its error type, and the registry.
-//! One file per provider; a new provider is one file plus one line in `build`.
+//! One file of pure translation per provider on the shared kernel (`kernel`: streams,
+//! `convert`: conversions, `http`: transport); a new provider is one file plus one line in
+//! `make`.
 
 pub mod anthropic;
 pub mod convert;
@@ -157,9 +159,10 @@ impl Registry {
             first_byte: Duration::from_secs_f64(config.timeouts.first_byte_seconds),
             idle: Duration::from_secs_f64(config.timeouts.idle_seconds),
         };
+        let shared = Shared::default();
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         for (id, p) in &config.providers {
-            if let Some(provider) = make(p, client, &timeouts) {
+            if let Some(provider) = make(p, client, &timeouts, &shared) {
                 providers.insert(id.clone(), provider);
             }
         }
@@ -171,16 +174,26 @@ impl Registry {
     }
 }
 
+/// State the providers of one kind share across their instances.
+#[derive(Default)]
+struct Shared {
+    gemini_signatures: Arc<gemini::Signatures>,
+}
+
 fn make(
     p: &ProviderConfig,
     client: &reqwest::Client,
     timeouts: &Timeouts,
+    shared: &Shared,
 ) -> Option<Arc<dyn Provider>> {
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
         ProviderKind::Anthropic => Some(Arc::new(anthropic::Anthropic::new(base))),
-        ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(base))),
+        ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(
+            base,
+            shared.gemini_signatures.clone(),
+        ))),
         ProviderKind::Ollama => Some(Arc::new(ollama::Ollama::new(base))),
         ProviderKind::Unsupported(_) => None,
     }
