@@ -862,7 +862,7 @@ fn candidate_finish(
 }
 
 pub fn from_native(r: GenerateResponse, model: &str, signatures: &Signatures) -> ChatResponse {
-    let candidate = r.candidates.into_iter().next().unwrap_or_default();
+    let mut candidate = r.candidates.into_iter().next().unwrap_or_default();
     let mut answer = Answer {
         id: response_id(r.response_id.as_deref()),
         model: r.model_version.unwrap_or_else(|| model.to_string()),
@@ -871,7 +871,7 @@ pub fn from_native(r: GenerateResponse, model: &str, signatures: &Signatures) ->
     };
     let parts = candidate
         .content
-        .clone()
+        .take()
         .map(|c| c.parts)
         .unwrap_or_default();
     for (piece, id) in pieces(parts, signatures) {
@@ -924,10 +924,10 @@ impl kernel::StreamTranslator for StreamTranslator {
         if let Some(m) = &ev.usage_metadata {
             out.usage(usage(m));
         }
-        let candidate = ev.candidates.into_iter().next().unwrap_or_default();
+        let mut candidate = ev.candidates.into_iter().next().unwrap_or_default();
         let parts = candidate
             .content
-            .clone()
+            .take()
             .map(|c| c.parts)
             .unwrap_or_default();
         for (piece, id) in pieces(parts, &self.signatures) {
