@@ -474,12 +474,7 @@ async fn models_from_upstream_paged_with_fallback() {
     mock.set_models_page_cap(Some(2));
     let v: Value = get_json(&gw.url("/api/claude/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, MODELS.iter().map(|m| m.0).collect::<Vec<_>>());
     assert_eq!(v["data"][0]["owned_by"], "anthropic");
     assert_eq!(v["data"][0]["created"], 1_759_104_000); // 2025-09-29T00:00:00Z

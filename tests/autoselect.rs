@@ -312,12 +312,7 @@ async fn listing_and_unusable_autoselect() {
     assert_eq!(v["broken"]["usable"], false);
     let v: Value = get_json(&s.gw.url("/api/autoselect/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     // The ids `/api/autoselect/chat/completions` takes.
     assert_eq!(ids, ["auto", "broken"]);
 

@@ -453,12 +453,7 @@ async fn models_list_pages_and_falls_back() {
     let (mock, gw) = setup().await;
     let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(
         ids,
         ["gemini-2.0-flash", "gemini-1.5-pro"],
@@ -490,12 +485,7 @@ async fn models_list_pages_and_falls_back() {
     mock.set_fault(Fault::Status(500, error_body(500, "INTERNAL", "boom")));
     let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(
         ids,
         [MODEL, "gemini-configured-only"],

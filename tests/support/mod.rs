@@ -390,6 +390,16 @@ pub fn held_body(
     axum::body::Body::from_stream(stream)
 }
 
+/// The ids of a `ListModelsResponse`, in order.
+pub fn model_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .expect("a model list")
+        .iter()
+        .map(|m| m["id"].as_str().expect("a string id"))
+        .collect()
+}
+
 // ---------- the official openai Python SDK ----------
 
 /// Runs tests/python/sdk_chat.py (the official `openai` SDK) against aisbf and returns the
