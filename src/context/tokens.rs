@@ -63,6 +63,10 @@ impl Bpe {
         if let Some(id) = &m.tool_call_id {
             total += self.count_text(id);
         }
+        // Sent upstream as it came (OpenAI-compatible upstreams read it).
+        if let Some(r) = &m.reasoning_content {
+            total += self.count_text(r);
+        }
         total
     }
 
@@ -270,7 +274,7 @@ pub fn text_bytes(messages: &[Message]) -> usize {
                     .map(|c| c.function.arguments.len() + c.function.name.len())
                     .sum()
             });
-            content + calls
+            content + calls + m.reasoning_content.as_ref().map_or(0, String::len)
         })
         .sum()
 }
@@ -323,6 +327,12 @@ mod tests {
         let t = TokenCounter::new();
         let bpe = t.bpe_for("gpt-4o");
         let plain = bpe.count_message(&Message::new("user", "hi"));
+        let mut reasoned = Message::new("assistant", "hi");
+        reasoned.reasoning_content = Some("first think".into());
+        assert_eq!(
+            bpe.count_message(&reasoned),
+            bpe.count_message(&Message::new("assistant", "hi")) + bpe.count_text("first think")
+        );
         let mut named = Message::new("user", "hi");
         named.name = Some("alice".into());
         assert_eq!(

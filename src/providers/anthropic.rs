@@ -568,6 +568,10 @@ fn data_url_source(url: &str) -> Option<Source> {
 }
 
 fn assistant_blocks(m: &Message) -> Vec<Block> {
+    if m.reasoning_content.is_some() {
+        // A thinking block goes back only with Anthropic's signature, which text lacks.
+        tracing::debug!("dropped an assistant message's reasoning_content");
+    }
     let mut blocks = m.content.as_ref().map(content_blocks).unwrap_or_default();
     for call in m.tool_calls.iter().flatten() {
         blocks.push(Block::ToolUse {

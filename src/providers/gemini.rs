@@ -498,6 +498,10 @@ fn audio_part(audio: Option<&Value>) -> Option<Part> {
 }
 
 fn assistant_parts(m: &Message, signatures: &Signatures) -> Vec<Part> {
+    if m.reasoning_content.is_some() {
+        // Gemini keeps its reasoning in thought signatures, not in resent text.
+        tracing::debug!("gemini: dropped an assistant message's reasoning_content");
+    }
     let mut parts = Vec::new();
     let text = m.text();
     if !text.is_empty() {
