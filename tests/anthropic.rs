@@ -5,6 +5,8 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use serde_json::{json, Value};
 use support::anthropic_mock::{
     error_body, tool_use_id, AnthropicMock, CACHE_READ_TOKENS, CITIES, INPUT_TOKENS, MODELS,
@@ -472,12 +474,7 @@ async fn models_from_upstream_paged_with_fallback() {
     mock.set_models_page_cap(Some(2));
     let v: Value = get_json(&gw.url("/api/claude/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, MODELS.iter().map(|m| m.0).collect::<Vec<_>>());
     assert_eq!(v["data"][0]["owned_by"], "anthropic");
     assert_eq!(v["data"][0]["created"], 1_759_104_000); // 2025-09-29T00:00:00Z
@@ -502,17 +499,33 @@ async fn models_from_upstream_paged_with_fallback() {
 
 #[tokio::test]
 async fn slow_upstream_still_streams() {
-    // Events spaced out (2 ms per write) and a first answer delayed: nothing is buffered whole.
+    // The mock holds the rest of its answer until the client has the first text: a gateway
+    // that buffered the stream could not deliver it, and the wait below would time out.
     let (mock, gw) = setup().await;
-    mock.set_fault(Fault::Delay(Duration::from_millis(200)));
-    let text = chat(
+    let gate = mock.hold_after_first_text();
+    let resp = chat(
         &gw,
         &json!({"model": "claude/claude-small", "stream": true, "messages": user("Hi")}),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while !text.contains(&format!("\"content\":\"{}\"", REPLY[0])) {
+            let bytes = body.next().await.expect("more body").unwrap();
+            text.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+    })
+    .await;
+    assert!(
+        first.is_ok(),
+        "the first text arrived before the upstream finished: {text}"
+    );
+    gate.notify_one();
+    while let Some(bytes) = body.next().await {
+        text.push_str(std::str::from_utf8(&bytes.unwrap()).unwrap());
+    }
     assert_eq!(stream_text(&assert_openai_stream(&text)), REPLY.concat());
 }
 

@@ -128,7 +128,8 @@ async fn request_translation_reaches_gemini() {
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], Value::Null);
     let call = &choice["message"]["tool_calls"][0];
-    assert_eq!(call["id"], "call_0");
+    // Gemini gives no ids: the gateway's are unique and fit OpenAI's 40-character limit.
+    assert_generated_call_id(&call["id"]);
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
     let args: Value =
@@ -254,13 +255,14 @@ async fn stream_tool_calls_keep_index_id_and_arguments() {
         .flatten()
         .collect();
     assert_eq!(calls.len(), 2, "{text}");
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
     for (i, (c, name)) in calls
         .iter()
         .zip(["get_weather", "get_forecast"])
         .enumerate()
     {
         assert_eq!(c["index"], i);
-        assert_eq!(c["id"], format!("call_{i}"));
+        assert_generated_call_id(&c["id"]);
         assert_eq!(c["type"], "function");
         assert_eq!(c["function"]["name"], name);
         let args: Value =
@@ -451,12 +453,7 @@ async fn models_list_pages_and_falls_back() {
     let (mock, gw) = setup().await;
     let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(
         ids,
         ["gemini-2.0-flash", "gemini-1.5-pro"],
@@ -488,12 +485,7 @@ async fn models_list_pages_and_falls_back() {
     mock.set_fault(Fault::Status(500, error_body(500, "INTERNAL", "boom")));
     let v: Value = get_json(&gw.url("/api/g/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(
         ids,
         [MODEL, "gemini-configured-only"],
@@ -527,7 +519,7 @@ async fn official_openai_sdk_against_gemini() {
 
     let v = openai_sdk(&gw.base_v1(), model, "tools_stream").await;
     assert_eq!(v["finish_reason"], "tool_calls");
-    assert_eq!(v["tool_calls"][0]["id"], "call_0");
+    assert_generated_call_id(&v["tool_calls"][0]["id"]);
     assert_eq!(v["tool_calls"][0]["name"], "get_weather");
     assert_eq!(v["tool_calls"][0]["arguments"], call_args(0));
     assert_eq!(
@@ -539,4 +531,10 @@ async fn official_openai_sdk_against_gemini() {
     assert_eq!(v["content"], REPLY.concat());
     let parts = &mock.received.last().body["contents"][0]["parts"];
     assert_eq!(parts[1]["inlineData"]["mimeType"], "image/png");
+}
+
+/// A tool-call id the gateway made up: `call_` plus random characters, at most 40 long.
+fn assert_generated_call_id(id: &Value) {
+    let id = id.as_str().expect("a string id");
+    assert!(id.starts_with("call_") && id.len() <= 40, "{id}");
 }

@@ -487,12 +487,7 @@ async fn models_fall_back_to_configured_ones() {
     mock.set_fault(Fault::Status(500, r#"{"error":"boom"}"#.into()));
     let v: Value = get_json(&gw.url("/api/local/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, vec!["llama3.2"]);
     assert_eq!(
         mock.received.last().path,

@@ -8,6 +8,7 @@ use support::*;
 
 async fn setup() -> (OpenAiMock, Gateway) {
     let mock = OpenAiMock::start().await;
+    mock.require_key("sk-upstream-secret-123");
     let cfg = ConfigDir::new(json!({
         "up": provider("openai", &mock.endpoint, Some("sk-upstream-secret-123"), &["gpt-4o"]),
     }));

@@ -503,13 +503,11 @@ async fn rotation_listing_and_unusable_rotation() {
 
     let v: Value = get_json(&gw.url("/api/rotations/models")).await;
     assert_schema("ListModelsResponse", &v);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["rotation/broken", "rotation/r"]);
+    let ids = model_ids(&v);
+    // The ids this endpoint's chat route takes, as the original listed them.
+    assert_eq!(ids, ["broken", "r"]);
+    let resp = chat(&gw, "/api/rotations/chat/completions", ids[1], false).await;
+    assert_eq!(resp.status(), 200, "a listed id works on its endpoint");
 
     // Every namespace form reaches the rotation.
     for model in ["r", "rotation/r", "rotations/r"] {

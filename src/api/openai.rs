@@ -45,6 +45,10 @@ pub struct Message {
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The model's reasoning (Anthropic thinking, Gemini thought parts, Ollama `thinking`),
+    /// under the name OpenAI-compatible servers (DeepSeek, vLLM) give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -57,6 +61,7 @@ impl Message {
             name: None,
             tool_calls: None,
             tool_call_id: None,
+            reasoning_content: None,
             extra: Extra::new(),
         }
     }
@@ -187,6 +192,9 @@ pub struct ResponseMessage {
     pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
+    /// The model's reasoning, as on `Message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -267,6 +275,9 @@ pub struct Delta {
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// Reasoning text, as on `Message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -175,6 +175,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         rotations: rotations.rotations,
         autoselect: autoselect.into_iter().collect(),
         issues: Vec::new(),
+        unusable: Default::default(),
         ignored_keys,
     };
     for (id, p) in config.providers.iter_mut() {

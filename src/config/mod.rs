@@ -29,6 +29,8 @@ pub struct Config {
     /// Problems that do not stop the server (unresolvable references, unsupported provider
     /// types); `check-config` reports the `Unresolved` ones as errors.
     pub issues: Vec<ConfigIssue>,
+    /// The rotations and autoselects with an `Unresolved` issue, derived once from `issues`.
+    pub unusable: Unusable,
     /// Keys of the original aisbf that we do not implement, per file, for one info line.
     pub ignored_keys: Vec<String>,
 }
@@ -55,18 +57,65 @@ impl std::fmt::Display for ConfigIssue {
     }
 }
 
-impl Config {
-    /// Is the rotation / autoselect named usable (all of its references resolve)?
-    pub fn is_unusable(&self, file: &str, name: &str) -> bool {
-        let prefix = match file {
-            "rotations.json" => format!("rotations.{name}"),
-            _ => format!("autoselect.{name}"),
+/// A configuration file whose entries can be unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Rotation,
+    Autoselect,
+}
+
+impl Routed {
+    pub fn file(self) -> &'static str {
+        match self {
+            Routed::Rotation => "rotations.json",
+            Routed::Autoselect => "autoselect.json",
+        }
+    }
+}
+
+/// Names whose references do not all resolve, per file.
+#[derive(Debug, Clone, Default)]
+pub struct Unusable {
+    pub rotations: std::collections::BTreeSet<String>,
+    pub autoselect: std::collections::BTreeSet<String>,
+}
+
+impl Unusable {
+    /// The names among `rotations` / `autoselect` that an `Unresolved` issue points into
+    /// (`rotations.NAME` or `rotations.NAME.…`).
+    pub fn from_issues<'a>(
+        issues: &[ConfigIssue],
+        rotations: impl Iterator<Item = &'a String>,
+        autoselect: impl Iterator<Item = &'a String>,
+    ) -> Unusable {
+        let hit = |file: &str, prefix: String| {
+            issues.iter().any(|i| {
+                i.kind == IssueKind::Unresolved
+                    && i.file == file
+                    && (i.path == prefix || i.path.starts_with(&format!("{prefix}.")))
+            })
         };
-        self.issues.iter().any(|i| {
-            i.kind == IssueKind::Unresolved
-                && i.file == file
-                && (i.path == prefix || i.path.starts_with(&format!("{prefix}.")))
-        })
+        Unusable {
+            rotations: rotations
+                .filter(|n| hit(Routed::Rotation.file(), format!("rotations.{n}")))
+                .cloned()
+                .collect(),
+            autoselect: autoselect
+                .filter(|n| hit(Routed::Autoselect.file(), format!("autoselect.{n}")))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Does the rotation / autoselect `name` have a reference that does not resolve?
+    pub fn is_unusable(&self, what: Routed, name: &str) -> bool {
+        let set = match what {
+            Routed::Rotation => &self.unusable.rotations,
+            Routed::Autoselect => &self.unusable.autoselect,
+        };
+        set.contains(name)
     }
 }
 

@@ -223,6 +223,7 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
         }
     }
 
+    c.unusable = super::Unusable::from_issues(&issues, c.rotations.keys(), c.autoselect.keys());
     c.issues = issues;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `algorithmic` condensation: no model call, pure text transforms on the conversation.
-//! Whitespace folding, repeated / near-identical line collapsing with counts, head + tail
-//! truncation of huge tool outputs (error lines from the middle kept), and removal of
-//! low-information filler from old turns. System messages, the last user message, tool
-//! calls and tool-call ids are never touched.
+//! Whitespace folding, repeated line collapsing with counts (near-identical log lines too),
+//! head + tail truncation of huge tool outputs (error lines from the middle kept), and
+//! removal of low-information filler from old *assistant* turns. System messages, user
+//! words, the last user message, tool calls and tool-call ids are never dropped.
 
 use std::collections::HashMap;
 
@@ -28,7 +28,9 @@ pub fn condense(messages: &[Message]) -> Vec<Message> {
             if is_system(m) || Some(i) == current {
                 return m.clone();
             }
-            let old = current.is_some_and(|c| i < c);
+            // Only the model's own pleasantries are filler: a user's "let me know if the
+            // build fails" is an instruction.
+            let old = current.is_some_and(|c| i < c) && m.role == "assistant";
             let tool = m.role == "tool";
             let mut out = m.clone();
             match &mut out.content {
@@ -47,11 +49,12 @@ pub fn condense(messages: &[Message]) -> Vec<Message> {
         .collect()
 }
 
-/// Every transform of one text, in order.
-pub fn compress(text: &str, old: bool, tool: bool) -> String {
+/// Every transform of one text, in order. `old_assistant`: an assistant turn before the
+/// current question, whose filler may go.
+pub fn compress(text: &str, old_assistant: bool, tool: bool) -> String {
     let mut t = fold_whitespace(text);
     t = collapse_lines(&t);
-    if old && !tool {
+    if old_assistant && !tool {
         t = strip_filler(&t);
     }
     if tool && t.len() > TOOL_OUTPUT_MAX {
@@ -133,8 +136,21 @@ pub fn mask(line: &str) -> String {
     out
 }
 
-/// Lines repeated (or near-identical) anywhere in the text are kept once, at their first
-/// place, with the number of lines they stand for; fenced code is left alone.
+/// Log levels: a line naming one is a log line.
+const LOG_LEVELS: [&str; 9] = [
+    "TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL",
+];
+
+/// Near-identical collapsing (digits masked) is for log lines, whose numbers are incidental
+/// (times, ids, durations). In rows of data the numbers are the content: those lines
+/// collapse only when exactly equal.
+pub fn is_log_line(line: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_alphabetic())
+        .any(|w| LOG_LEVELS.contains(&w))
+}
+
+/// Lines repeated anywhere in the text (log lines: near-identical ones too) are kept once,
+/// at their first place, with the number of lines they stand for; fenced code is left alone.
 pub fn collapse_lines(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut keys: Vec<Option<String>> = Vec::with_capacity(lines.len());
@@ -150,7 +166,13 @@ pub fn collapse_lines(text: &str) -> String {
             keys.push(None);
             continue;
         }
-        let k = mask(line);
+        let k = if is_log_line(line) {
+            mask(line)
+        } else {
+            // Never equal to a masked key: those hold no line break either, but this prefix
+            // keeps an exact line from merging with a masked one.
+            format!("\n{}", line.trim())
+        };
         *counts.entry(k.clone()).or_default() += 1;
         keys.push(Some(k));
     }
@@ -168,7 +190,11 @@ pub fn collapse_lines(text: &str) -> String {
                     out.push_str(line);
                 } else if seen.insert(k.as_str(), ()).is_none() {
                     out.push_str(line);
-                    out.push_str(&format!("  [x{n} similar lines]"));
+                    if k.starts_with('\n') {
+                        out.push_str(&format!("  [x{n} identical lines]"));
+                    } else {
+                        out.push_str(&format!("  [x{n} similar lines]"));
+                    }
                 } else {
                     continue;
                 }
@@ -321,11 +347,11 @@ mod tests {
     }
 
     #[test]
-    fn collapses_near_identical_lines_with_a_count() {
-        let text = "GET /a 200 12ms ok\nGET /a 200 15ms ok\nERROR boom happened\nGET /a 200 9ms ok";
+    fn collapses_near_identical_log_lines_with_a_count() {
+        let text = "INFO GET /a 200 12ms ok\nINFO GET /a 200 15ms ok\nERROR boom happened\nINFO GET /a 200 9ms ok";
         assert_eq!(
             collapse_lines(text),
-            "GET /a 200 12ms ok  [x3 similar lines]\nERROR boom happened"
+            "INFO GET /a 200 12ms ok  [x3 similar lines]\nERROR boom happened"
         );
         let code = "```\nlet a1 = f(1);\nlet a2 = f(2);\n```";
         assert_eq!(collapse_lines(code), code);
@@ -358,6 +384,31 @@ mod tests {
         );
     }
 
+    /// Rows of data differ only in their numbers, which are their content.
+    #[test]
+    fn rows_of_data_are_not_collapsed() {
+        let rows = "sensor-a reading 12.5 at 0900\nsensor-a reading 13.1 at 0910\nsensor-a reading 12.9 at 0920";
+        assert_eq!(collapse_lines(rows), rows);
+        let same = "the same line again\nthe same line again\nother line here";
+        assert_eq!(
+            collapse_lines(same),
+            "the same line again  [x2 identical lines]\nother line here"
+        );
+    }
+
+    /// A user's older turn keeps every word: "let me know if" there is an instruction.
+    #[test]
+    fn older_user_turns_keep_their_words() {
+        let msgs = vec![
+            Message::new("user", "Build it.\nLet me know if the build fails."),
+            Message::new("assistant", "Sure! Building now.\nI hope this helps!"),
+            Message::new("user", "Status?"),
+        ];
+        let out = condense(&msgs);
+        assert_eq!(out[0].text(), "Build it.\nLet me know if the build fails.");
+        assert_eq!(out[1].text(), "Building now.");
+    }
+
     #[test]
     fn never_touches_system_the_last_user_message_or_tool_pairing() {
         let mut call = Message::new("assistant", "");
@@ -384,6 +435,6 @@ mod tests {
         assert_eq!(out[2], call);
         assert_eq!(out[3].tool_call_id.as_deref(), Some("c1"));
         assert_eq!(out[3].text(), "x y\nx y\nx y\n");
-        assert_eq!(out[1].text(), "fine");
+        assert_eq!(out[1].text(), "Sure! fine", "a user's words stay");
     }
 }

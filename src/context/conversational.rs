@@ -1,8 +1,8 @@
 //! `conversational`: the older turns (all but the last few) become one summary written by
 //! the condensation model; system messages and the recent turns stay verbatim.
 
-use super::model::{note, older, transcript, Asker, CondenseError};
-use super::turns::{rebuild, split};
+use super::model::{note, summarize_older, Asker, CondenseError};
+use super::turns::rebuild;
 use crate::api::openai::Message;
 
 /// Non-system turns before the current instruction kept verbatim.
@@ -13,13 +13,7 @@ pub async fn condense(
     prompt: &str,
     messages: &[Message],
 ) -> Result<Vec<Message>, CondenseError> {
-    let s = split(messages, KEEP_UNITS);
-    if s.older.is_empty() {
-        return Err(CondenseError::NothingToCondense);
-    }
-    let summary = asker
-        .ask(prompt, transcript(older(messages, &s.older)))
-        .await?;
+    let (s, summary) = summarize_older(asker, prompt, messages, KEEP_UNITS).await?;
     Ok(rebuild(
         messages,
         s.tail_start,

@@ -2,8 +2,8 @@
 //! a structured summary of the history by the condensation model, the latest code blocks
 //! verbatim, the recent turns verbatim, and the current instruction.
 
-use super::model::{note, older, transcript, Asker, CondenseError};
-use super::turns::{rebuild, split};
+use super::model::{note, older, summarize_older, Asker, CondenseError};
+use super::turns::rebuild;
 use crate::api::openai::Message;
 
 /// Non-system turns before the current instruction kept verbatim.
@@ -19,13 +19,7 @@ pub async fn condense(
     prompt: &str,
     messages: &[Message],
 ) -> Result<Vec<Message>, CondenseError> {
-    let s = split(messages, KEEP_UNITS);
-    if s.older.is_empty() {
-        return Err(CondenseError::NothingToCondense);
-    }
-    let summary = asker
-        .ask(prompt, transcript(older(messages, &s.older)))
-        .await?;
+    let (s, summary) = summarize_older(asker, prompt, messages, KEEP_UNITS).await?;
     let mut memory = String::from("Memory of the earlier conversation (condensed by aisbf).\n");
     if let Some(first) = older(messages, &s.older).find(|m| m.role == "user") {
         let text = first.text();

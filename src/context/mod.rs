@@ -16,9 +16,16 @@ use std::time::Instant;
 
 use crate::api::openai::{ChatRequest, Message};
 use crate::config::{CondenseMethod, ModelConfig, ProviderConfig};
-use crate::routing::RouteError;
 use crate::state::AppState;
-use model::{Asker, CondenseError, Prompts};
+use model::{Asker, CondenseError, CondenseFor, ModelCaller, Prompts};
+
+/// Why a request cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// Even with every droppable turn gone, the request is over the model's context_size.
+    #[error("the request needs {tokens} prompt tokens after condensation, over the model's context_size of {limit}")]
+    TooLarge { tokens: u64, limit: u64 },
+}
 
 /// What the context pipeline keeps for the process: prompts and counters.
 pub struct ContextState {
@@ -114,48 +121,54 @@ fn layered<'a, T>(
 
 /// Prepares `req` for `provider`/`model` and returns its effective context: the prompt
 /// tokens of the messages that will actually be sent. `entry` is the rotation's model entry
-/// when a rotation chose this model. A request under its threshold costs exactly one count.
+/// when a rotation chose this model. `caller` reaches the condensation model; `None` (the
+/// condensation call's own request) only counts. A request under its threshold costs
+/// exactly one count.
 pub async fn prepare(
     state: &AppState,
     req: &mut ChatRequest,
     provider: &ProviderConfig,
     model: &str,
     entry: Option<&ModelConfig>,
-) -> Result<u64, RouteError> {
+    caller: Option<&dyn ModelCaller>,
+) -> Result<u64, ContextError> {
     let (messages, tokens) = state
         .tokens
         .count_owned(model, std::mem::take(&mut req.messages))
         .await;
     req.messages = messages;
-    if model::in_condensation_call() {
+    let Some(caller) = caller else {
         return Ok(tokens);
-    }
+    };
     let Some(policy) = policy(provider, model, entry) else {
         return Ok(tokens);
     };
     if tokens < policy.threshold {
         return Ok(tokens);
     }
-    condense(state, req, provider, model, &policy, tokens).await
+    condense(state, caller, req, provider, model, &policy, tokens).await
 }
 
 async fn condense(
     state: &AppState,
+    caller: &dyn ModelCaller,
     req: &mut ChatRequest,
     provider: &ProviderConfig,
     model: &str,
     policy: &Policy<'_>,
     sent: u64,
-) -> Result<u64, RouteError> {
+) -> Result<u64, ContextError> {
     let stats = &state.context.stats;
     let prompts = &state.context.prompts;
     stats.condensed.fetch_add(1, Relaxed);
     let start = Instant::now();
     let asker = Asker {
-        state,
-        provider_id: &provider.id,
-        model,
-        own: policy.condense_model,
+        caller,
+        who: CondenseFor {
+            provider_id: &provider.id,
+            model,
+            own: policy.condense_model,
+        },
     };
     let mut tokens = sent;
     for &method in &policy.methods {
@@ -164,28 +177,16 @@ async fn condense(
         let result: Result<(Vec<Message>, u64), CondenseError> = match method {
             CondenseMethod::Algorithmic => Ok(run_algorithmic(state, req, model).await),
             CondenseMethod::Conversational => {
-                counted(
-                    state,
-                    model,
-                    conversational::condense(&asker, &prompts.conversational, &req.messages).await,
-                )
-                .await
+                let m = conversational::condense(&asker, &prompts.conversational, &req.messages);
+                counted(state, model, m.await).await
             }
             CondenseMethod::Semantic => {
-                counted(
-                    state,
-                    model,
-                    semantic::condense(&asker, &prompts.semantic, &req.messages).await,
-                )
-                .await
+                let m = semantic::condense(&asker, &prompts.semantic, &req.messages);
+                counted(state, model, m.await).await
             }
             CondenseMethod::Hierarchical => {
-                counted(
-                    state,
-                    model,
-                    hierarchical::condense(&asker, &prompts.hierarchical, &req.messages).await,
-                )
-                .await
+                let m = hierarchical::condense(&asker, &prompts.hierarchical, &req.messages);
+                counted(state, model, m.await).await
             }
         };
         let ms = t0.elapsed().as_millis() as u64;
@@ -255,7 +256,7 @@ async fn run_algorithmic(
     model: &str,
 ) -> (Vec<Message>, u64) {
     let original = std::mem::take(&mut req.messages);
-    let bpe = state.tokens.bpe_for(model);
+    let bpe = state.tokens.bpe(model).await;
     let (original, out, n) = state
         .tokens
         .offload(tokens::text_bytes(&original), move || {
@@ -285,10 +286,10 @@ async fn last_resort(
     model: &str,
     limit: u64,
     before: u64,
-) -> Result<u64, RouteError> {
+) -> Result<u64, ContextError> {
     let stats = &state.context.stats;
     let messages = std::mem::take(&mut req.messages);
-    let bpe = state.tokens.bpe_for(model);
+    let bpe = state.tokens.bpe(model).await;
     let (messages, after, dropped) = state
         .tokens
         .offload(tokens::text_bytes(&messages), move || {
@@ -308,7 +309,7 @@ async fn last_resort(
     );
     if after > limit {
         stats.rejected.fetch_add(1, Relaxed);
-        return Err(RouteError::ContextTooLarge {
+        return Err(ContextError::TooLarge {
             tokens: after,
             limit,
         });

@@ -1,34 +1,41 @@
-//! The condensation model of the model-based methods (design.md §9): which model is asked,
-//! the prompts it gets, and the one non-streaming, temperature-0 call through the routing
-//! layer. That call never condenses its own context (see `in_condensation_call`).
+//! The condensation model of the model-based methods (design.md §9): the prompts it gets,
+//! and the one non-streaming, temperature-0 call, made through a `ModelCaller` the router
+//! passes in (context never imports routing).
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::turns::is_system;
 use crate::api::openai::{ChatRequest, Content, Extra, Message};
-use crate::providers::{ChatOutcome, ProviderError};
-use crate::routing::{self, RouteError, Served, Target};
-use crate::state::AppState;
 
-tokio::task_local! {
-    /// Set while a condensation call runs: its own request is counted, never condensed,
-    /// whatever path (provider, rotation) it takes through the router.
-    static CONDENSING: ();
+/// Whose request is being condensed: the caller picks the condensation model from it (the
+/// model's own `condense_model`, else the configured default, else the model itself).
+#[derive(Debug, Clone, Copy)]
+pub struct CondenseFor<'a> {
+    pub provider_id: &'a str,
+    pub model: &'a str,
+    /// The model's own `condense_model`, when it has one.
+    pub own: Option<&'a str>,
 }
 
-pub fn in_condensation_call() -> bool {
-    CONDENSING.try_with(|_| ()).is_ok()
+/// How the context pipeline reaches a model. The router implements it; its answer is the
+/// text of one non-streaming completion, or why there is none.
+pub trait ModelCaller: Send + Sync {
+    fn complete<'a>(
+        &'a self,
+        who: CondenseFor<'a>,
+        req: ChatRequest,
+    ) -> BoxFuture<'a, Result<String, CondenseError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CondenseError {
+    /// The call failed (routing, upstream, or a streamed answer), as the router says it.
     #[error("condensation model: {0}")]
-    Route(#[from] RouteError),
+    Call(String),
     #[error("condensation model timed out after {0:?}")]
     Timeout(Duration),
     #[error("condensation model gave an empty answer")]
@@ -79,78 +86,25 @@ impl Prompts {
 
 /// Who answers condensation requests for one request's target.
 pub struct Asker<'a> {
-    pub state: &'a AppState,
-    pub provider_id: &'a str,
-    pub model: &'a str,
-    /// The model's own `condense_model`, when it has one.
-    pub own: Option<&'a str>,
+    pub caller: &'a dyn ModelCaller,
+    pub who: CondenseFor<'a>,
 }
 
 impl Asker<'_> {
-    /// A model's own `condense_model`, else providers.json `condensation` (unless disabled),
-    /// else the request's own target.
-    pub fn target(&self) -> Result<Target, RouteError> {
-        if let Some(name) = self.own.filter(|s| !s.trim().is_empty()) {
-            return routing::resolve_model(&self.state.config, name);
-        }
-        if let Some(c) = &self.state.config.condensation {
-            if c.enabled != Some(false) {
-                if let Some(r) = c.rotation_id.as_ref().filter(|s| !s.is_empty()) {
-                    return Ok(Target::Rotation(r.clone()));
-                }
-                if let (Some(p), Some(m)) = (&c.provider_id, &c.model) {
-                    if !p.is_empty() && !m.is_empty() {
-                        return Ok(Target::Provider {
-                            provider: p.clone(),
-                            model: m.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(Target::Provider {
-            provider: self.provider_id.to_string(),
-            model: self.model.to_string(),
-        })
-    }
-
     /// Asks the condensation model, non-streaming at temperature 0; an empty answer is a
     /// failure like an error or a timeout.
     pub async fn ask(&self, prompt: &str, user: String) -> Result<String, CondenseError> {
-        let target = self.target()?;
-        let model = match &target {
-            Target::Provider { provider, model } => format!("{provider}/{model}"),
-            Target::Rotation(n) => format!("rotation/{n}"),
-            Target::Autoselect(n) => format!("autoselect/{n}"),
-        };
         let mut extra = Extra::new();
         extra.insert("temperature".into(), json!(0));
         let req = ChatRequest {
-            model,
+            // The caller names the model it routes to.
+            model: String::new(),
             messages: vec![Message::new("system", prompt), Message::new("user", user)],
             stream: None,
             extra,
             anthropic_beta: None,
         };
-        let call = condensation_call(self.state, target, req);
-        let limit = self.state.first_byte_timeout();
-        let served = tokio::time::timeout(limit, call)
-            .await
-            .map_err(|_| CondenseError::Timeout(limit))??;
-        let text = match served.outcome {
-            ChatOutcome::Complete(r) => r
-                .choices
-                .into_iter()
-                .next()
-                .and_then(|c| c.message.content)
-                .unwrap_or_default(),
-            ChatOutcome::Stream(_) => {
-                return Err(RouteError::Provider(ProviderError::Protocol(
-                    "streamed answer to a non-streaming condensation call".into(),
-                ))
-                .into())
-            }
-        };
+        let text = self.caller.complete(self.who, req).await?;
         let text = text.trim();
         if text.is_empty() {
             return Err(CondenseError::Empty);
@@ -159,12 +113,22 @@ impl Asker<'_> {
     }
 }
 
-type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Served, RouteError>> + Send + 'a>>;
-
-/// dispatch → serve_provider → prepare → ask is a cycle of async fns: boxing it in a plain
-/// fn with a named type lets the compiler see the future is Send without looking through it.
-fn condensation_call(state: &AppState, target: Target, req: ChatRequest) -> CallFuture<'_> {
-    Box::pin(CONDENSING.scope((), routing::dispatch(state, target, req)))
+/// The older turns of `messages` (all but the last `keep_units`) and the condensation
+/// model's summary of them: the first step of `conversational` and `hierarchical`.
+pub async fn summarize_older(
+    asker: &Asker<'_>,
+    prompt: &str,
+    messages: &[Message],
+    keep_units: usize,
+) -> Result<(super::turns::Split, String), CondenseError> {
+    let s = super::turns::split(messages, keep_units);
+    if s.older.is_empty() {
+        return Err(CondenseError::NothingToCondense);
+    }
+    let summary = asker
+        .ask(prompt, transcript(older(messages, &s.older)))
+        .await?;
+    Ok((s, summary))
 }
 
 /// Messages as plain text for the condensation model, inside `<aisbf_conversation>`.

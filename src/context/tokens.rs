@@ -63,6 +63,10 @@ impl Bpe {
         if let Some(id) = &m.tool_call_id {
             total += self.count_text(id);
         }
+        // Sent upstream as it came (OpenAI-compatible upstreams read it).
+        if let Some(r) = &m.reasoning_content {
+            total += self.count_text(r);
+        }
         total
     }
 
@@ -119,26 +123,78 @@ impl TokenCounter {
     }
 
     fn table(&self, o200k: bool) -> Bpe {
-        let (cell, name) = if o200k {
-            (&self.o200k, "o200k_base")
-        } else {
-            (&self.cl100k, "cl100k_base")
-        };
-        *cell.get_or_init(|| {
-            let started = std::time::Instant::now();
-            let bpe = Bpe(tiktoken::get_encoding(name).expect("the BPE tables are compiled in"));
-            tracing::info!(
-                "loaded token table {name} in {} ms",
-                started.elapsed().as_millis()
-            );
-            bpe
-        })
+        let cell = if o200k { &self.o200k } else { &self.cl100k };
+        *cell.get_or_init(|| load_table(o200k))
     }
 
     /// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
+    /// Loads a missing table on the calling thread: async code uses `bpe`.
     pub fn bpe_for(&self, model: &str) -> Bpe {
         self.table(uses_o200k(model))
     }
+
+    /// `bpe_for` for async code: a table not loaded at boot (10-25 MB to decode) is loaded
+    /// on the blocking pool, never on an async worker.
+    pub async fn bpe(&self, model: &str) -> Bpe {
+        let o200k = uses_o200k(model);
+        let cell = if o200k { &self.o200k } else { &self.cl100k };
+        if let Some(bpe) = cell.get() {
+            return *bpe;
+        }
+        // Either table is 'static once loaded; the blocking job only fills the cell.
+        let loaded = tokio::task::spawn_blocking(move || load_table(o200k)).await;
+        match loaded {
+            Ok(bpe) => *cell.get_or_init(|| bpe),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("token table load cancelled: {e}"),
+        }
+    }
+
+    /// Counts an answer's text (a stream's, when the upstream sent no usage) off the runtime
+    /// when it is big; `'static`, so a stream can hold it.
+    pub fn answer_counter(&self, bpe: Bpe) -> AnswerCounter {
+        AnswerCounter {
+            bpe,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// See `TokenCounter::answer_counter`.
+#[derive(Clone)]
+pub struct AnswerCounter {
+    bpe: Bpe,
+    pool: Arc<Semaphore>,
+}
+
+impl AnswerCounter {
+    pub async fn count(&self, text: String) -> u64 {
+        if text.len() < OFFLOAD_BYTES {
+            return self.bpe.count_text(&text);
+        }
+        let permit = self.pool.clone().acquire_owned().await.ok();
+        let bpe = self.bpe;
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bpe.count_text(&text)
+        });
+        match job.await {
+            Ok(n) => n,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("token counting job cancelled: {e}"),
+        }
+    }
+}
+
+fn load_table(o200k: bool) -> Bpe {
+    let name = if o200k { "o200k_base" } else { "cl100k_base" };
+    let started = std::time::Instant::now();
+    let bpe = Bpe(tiktoken::get_encoding(name).expect("the BPE tables are compiled in"));
+    tracing::info!(
+        "loaded token table {name} in {} ms",
+        started.elapsed().as_millis()
+    );
+    bpe
 }
 
 /// o200k_base for gpt-4o, the o-series, gpt-4.1+ and gpt-5; cl100k_base otherwise.
@@ -191,7 +247,7 @@ impl TokenCounter {
     /// Counts `messages` (moved in and handed back, so a big prompt is never copied),
     /// off the runtime when they are big.
     pub async fn count_owned(&self, model: &str, messages: Vec<Message>) -> (Vec<Message>, u64) {
-        let bpe = self.bpe_for(model);
+        let bpe = self.bpe(model).await;
         self.offload(text_bytes(&messages), move || {
             let n = bpe.count_messages(&messages);
             (messages, n)
@@ -218,7 +274,7 @@ pub fn text_bytes(messages: &[Message]) -> usize {
                     .map(|c| c.function.arguments.len() + c.function.name.len())
                     .sum()
             });
-            content + calls
+            content + calls + m.reasoning_content.as_ref().map_or(0, String::len)
         })
         .sum()
 }
@@ -271,6 +327,12 @@ mod tests {
         let t = TokenCounter::new();
         let bpe = t.bpe_for("gpt-4o");
         let plain = bpe.count_message(&Message::new("user", "hi"));
+        let mut reasoned = Message::new("assistant", "hi");
+        reasoned.reasoning_content = Some("first think".into());
+        assert_eq!(
+            bpe.count_message(&reasoned),
+            bpe.count_message(&Message::new("assistant", "hi")) + bpe.count_text("first think")
+        );
         let mut named = Message::new("user", "hi");
         named.name = Some("alice".into());
         assert_eq!(
@@ -324,6 +386,31 @@ mod tests {
         assert_eq!(
             bpe.count_message(&image),
             3 + bpe.count_text("user") + bpe.count_text("what is this") + IMAGE_TOKENS
+        );
+    }
+
+    /// The first request for a model whose table was not loaded at boot must not decode
+    /// the table on the async worker: on a current-thread runtime, a task spawned before the
+    /// count gets to run while the table loads (inline, it could not run until the end).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_table_missing_at_boot_loads_off_the_runtime() {
+        let t = TokenCounter::for_models(["gpt-4o"]);
+        assert!(t.cl100k.get().is_none());
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let ran = ran.clone();
+            tokio::spawn(async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) })
+        };
+        let (_, n) = t
+            .count_owned("llama3", vec![Message::new("user", "Hello world")])
+            .await;
+        let ran_meanwhile = ran.load(std::sync::atomic::Ordering::SeqCst);
+        other.await.unwrap();
+        assert_eq!(n, 9);
+        assert!(t.cl100k.get().is_some());
+        assert!(
+            ran_meanwhile,
+            "the runtime kept running while the table loaded"
         );
     }
 

@@ -4,21 +4,21 @@
 //! `to_native` / `from_native` are pure and hold every translation rule; `StreamTranslator`
 //! is the stream's state machine; the `Provider` impl at the end is only transport.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::http::{error_fields, rfc3339_seconds, Upstream};
+use super::convert::{
+    arguments_object, arguments_string, data_url, new_completion_id, push_turn, Answer,
+};
+use super::http::{error_fields, rfc3339_seconds, Auth, Upstream};
+use super::kernel::{self, parse_event, ChunkWriter, Flow};
 use super::sse::sse_events;
-use super::{ChatOutcome, ChatStream, Provider, ProviderError, StreamEnd, StreamItem};
+use super::{ChatOutcome, ChatStream, Provider, ProviderError};
 use crate::api::openai::{
-    unix_now, ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Extra,
-    FunctionCall, FunctionDelta, Message, ModelInfo, ResponseMessage, ToolCall, ToolCallDelta,
-    Usage,
+    unix_now, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, Message, ModelInfo,
+    ToolCall, Usage,
 };
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -438,10 +438,7 @@ fn translate_messages(messages: &[Message]) -> (Option<System>, Vec<NativeMessag
             tracing::debug!(role, "dropped an empty message (Anthropic rejects them)");
             continue;
         }
-        match turns.last_mut() {
-            Some((last, acc)) if *last == role => acc.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        push_turn(&mut turns, role, blocks);
     }
     let messages = turns
         .into_iter()
@@ -530,7 +527,7 @@ fn part_block(part: &ContentPart) -> Option<Block> {
         // OpenAI's file part (PDFs as data: URLs) is Anthropic's document block.
         "file" => {
             let data = part.extra.get("file")?.get("file_data")?.as_str()?;
-            match data_url(data) {
+            match data_url_source(data) {
                 Some(source) => Some(Block::Document {
                     source,
                     cache_control,
@@ -555,7 +552,7 @@ fn part_block(part: &ContentPart) -> Option<Block> {
 
 fn url_source(url: &str) -> Option<Source> {
     if url.starts_with("data:") {
-        return data_url(url);
+        return data_url_source(url);
     }
     (url.starts_with("https://") || url.starts_with("http://")).then(|| Source::Url {
         url: url.to_string(),
@@ -563,16 +560,18 @@ fn url_source(url: &str) -> Option<Source> {
 }
 
 /// `data:MEDIA;base64,DATA` → a base64 source.
-fn data_url(url: &str) -> Option<Source> {
-    let (head, data) = url.strip_prefix("data:")?.split_once(',')?;
-    let media_type = head.strip_suffix(";base64")?;
-    Some(Source::Base64 {
-        media_type: media_type.to_string(),
-        data: data.to_string(),
+fn data_url_source(url: &str) -> Option<Source> {
+    data_url(url).map(|d| Source::Base64 {
+        media_type: d.media_type.to_string(),
+        data: d.data.to_string(),
     })
 }
 
 fn assistant_blocks(m: &Message) -> Vec<Block> {
+    if m.reasoning_content.is_some() {
+        // A thinking block goes back only with Anthropic's signature, which text lacks.
+        tracing::debug!("dropped an assistant message's reasoning_content");
+    }
     let mut blocks = m.content.as_ref().map(content_blocks).unwrap_or_default();
     for call in m.tool_calls.iter().flatten() {
         blocks.push(Block::ToolUse {
@@ -582,19 +581,6 @@ fn assistant_blocks(m: &Message) -> Vec<Block> {
         });
     }
     blocks
-}
-
-/// OpenAI's arguments string as the object Anthropic requires.
-fn arguments_object(arguments: &str) -> Value {
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            if !arguments.trim().is_empty() {
-                tracing::debug!("tool call arguments are not a JSON object; sent as {{}}");
-            }
-            Value::Object(Map::new())
-        }
-    }
 }
 
 fn tool_result(m: &Message) -> Block {
@@ -719,54 +705,29 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 }
 
 pub fn from_native(resp: NativeResponse) -> ChatResponse {
-    let mut text = String::new();
-    let mut thinking = String::new();
-    let mut tool_calls = Vec::new();
+    let mut answer = Answer {
+        id: resp.id,
+        model: resp.model,
+        finish_reason: finish_reason(resp.stop_reason.as_deref()),
+        usage: Some(resp.usage.to_openai()),
+        ..Answer::default()
+    };
     for block in resp.content {
         match block {
-            ResponseBlock::Text { text: t } => text.push_str(&t),
-            ResponseBlock::Thinking { thinking: t } => thinking.push_str(&t),
-            ResponseBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+            ResponseBlock::Text { text } => answer.text.push_str(&text),
+            ResponseBlock::Thinking { thinking } => answer.reasoning.push_str(&thinking),
+            ResponseBlock::ToolUse { id, name, input } => answer.tool_calls.push(ToolCall {
                 id,
                 kind: "function".into(),
                 function: FunctionCall {
                     name,
-                    arguments: serde_json::to_string(&input).unwrap_or_else(|_| "{}".into()),
+                    arguments: arguments_string(&input),
                 },
             }),
             ResponseBlock::Other => {}
         }
     }
-    let mut extra = Extra::new();
-    if !thinking.is_empty() {
-        extra.insert("reasoning_content".into(), Value::String(thinking));
-    }
-    let content = if text.is_empty() && !tool_calls.is_empty() {
-        None
-    } else {
-        Some(text)
-    };
-    ChatResponse {
-        id: resp.id,
-        object: "chat.completion".into(),
-        created: unix_now(),
-        model: resp.model,
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: "assistant".into(),
-                content,
-                refusal: None,
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                extra,
-            },
-            finish_reason: Some(finish_reason(resp.stop_reason.as_deref()).into()),
-            logprobs: None,
-            extra: Extra::new(),
-        }],
-        usage: Some(resp.usage.to_openai()),
-        extra: Extra::new(),
-    }
+    answer.into_response()
 }
 
 /// A non-stream body: a message, or an error object (even under a 200).
@@ -816,99 +777,40 @@ pub fn native_error(e: NativeError) -> ProviderError {
 
 // ---------- stream translation ----------
 
-/// What one native event becomes.
-#[derive(Debug)]
-pub enum Emit {
-    Nothing,
-    Chunk(Bytes),
-    /// The finish chunk, then the end of the stream.
-    Finish(Bytes, StreamEnd),
-}
-
-/// Anthropic stream events in, OpenAI chunks out. Tool calls get OpenAI indexes in the order
-/// their `tool_use` blocks start, kept per Anthropic content-block index.
+/// Anthropic stream events in, canonical deltas out. Tool calls get OpenAI indexes in the
+/// order their `tool_use` blocks start, kept per Anthropic content-block index.
 #[derive(Debug, Default)]
 pub struct StreamTranslator {
-    id: String,
-    model: String,
-    created: i64,
     usage: NativeUsage,
     stop_reason: Option<String>,
-    tool_index: HashMap<u32, u32>,
-    content_chunks: u64,
-    finished: bool,
 }
 
-impl StreamTranslator {
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
+impl kernel::StreamTranslator for StreamTranslator {
     /// One SSE `data:` payload (the event name is repeated in its `type`).
-    pub fn on_data(&mut self, data: &str) -> Result<Emit, ProviderError> {
-        let event: StreamEvent = serde_json::from_str(data)
-            .map_err(|e| ProviderError::Protocol(format!("stream event: {e}")))?;
-        self.on_event(event)
-    }
-
-    pub fn on_event(&mut self, event: StreamEvent) -> Result<Emit, ProviderError> {
-        match event {
+    fn on_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError> {
+        match parse_event::<StreamEvent>(data, "stream event")? {
             StreamEvent::MessageStart { message } => {
-                self.id = message.id;
-                self.model = message.model;
-                self.created = unix_now();
+                out.set_id(message.id);
+                out.set_model(&message.model);
                 self.usage.update(message.usage);
-                Ok(self.chunk(
-                    Delta {
-                        role: Some("assistant".into()),
-                        content: Some(String::new()),
-                        ..Delta::default()
-                    },
-                    None,
-                ))
+                out.start();
             }
             StreamEvent::ContentBlockStart {
                 index,
                 content_block,
             } => match content_block {
-                ResponseBlock::ToolUse { id, name, .. } => {
-                    let openai_index = self.tool_index.len() as u32;
-                    self.tool_index.insert(index, openai_index);
-                    Ok(self.tool_delta(ToolCallDelta {
-                        index: openai_index,
-                        id: Some(id),
-                        kind: Some("function".into()),
-                        function: Some(FunctionDelta {
-                            name: Some(name),
-                            arguments: Some(String::new()),
-                        }),
-                    }))
-                }
-                ResponseBlock::Text { text } if !text.is_empty() => Ok(self.text(text)),
-                _ => Ok(Emit::Nothing),
+                ResponseBlock::ToolUse { id, name, .. } => out.tool_start(index, id, name),
+                ResponseBlock::Text { text } => out.text(&text),
+                ResponseBlock::Thinking { thinking } => out.reasoning(&thinking),
+                ResponseBlock::Other => {}
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => Ok(self.text(text)),
+                BlockDelta::TextDelta { text } => out.text(&text),
                 BlockDelta::InputJsonDelta { partial_json } => {
-                    if partial_json.is_empty() {
-                        return Ok(Emit::Nothing);
-                    }
-                    let Some(&openai_index) = self.tool_index.get(&index) else {
-                        return Err(ProviderError::Protocol(format!(
-                            "input_json_delta for content block {index}, which is no tool_use"
-                        )));
-                    };
-                    Ok(self.tool_delta(ToolCallDelta {
-                        index: openai_index,
-                        function: Some(FunctionDelta {
-                            name: None,
-                            arguments: Some(partial_json),
-                        }),
-                        ..ToolCallDelta::default()
-                    }))
+                    out.tool_arguments(index, &partial_json)?
                 }
-                BlockDelta::ThinkingDelta { thinking } => Ok(self.reasoning(thinking)),
-                BlockDelta::Other => Ok(Emit::Nothing),
+                BlockDelta::ThinkingDelta { thinking } => out.reasoning(&thinking),
+                BlockDelta::Other => {}
             },
             StreamEvent::MessageDelta { delta, usage } => {
                 if delta.stop_reason.is_some() {
@@ -917,72 +819,23 @@ impl StreamTranslator {
                 if let Some(u) = usage {
                     self.usage.update(u);
                 }
-                Ok(Emit::Nothing)
             }
             StreamEvent::MessageStop => {
-                self.finished = true;
-                let finish = finish_reason(self.stop_reason.as_deref());
-                let Emit::Chunk(bytes) = self.chunk(Delta::default(), Some(finish)) else {
-                    unreachable!("chunk() always makes a chunk")
-                };
-                let end = StreamEnd {
-                    id: std::mem::take(&mut self.id),
-                    model: std::mem::take(&mut self.model),
-                    created: self.created,
-                    usage: Some(self.usage.to_openai()),
-                    content_chunks: self.content_chunks,
-                };
-                Ok(Emit::Finish(bytes, end))
+                out.usage(self.usage.to_openai());
+                out.finish(finish_reason(self.stop_reason.as_deref()));
+                // message_stop is the end: the upstream connection is not read further.
+                return Ok(Flow::Done);
             }
-            StreamEvent::Error { error } => Err(native_error(error)),
-            StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping | StreamEvent::Unknown => {
-                Ok(Emit::Nothing)
-            }
+            StreamEvent::Error { error } => return Err(native_error(error)),
+            StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping | StreamEvent::Unknown => {}
         }
+        Ok(Flow::More)
     }
 
-    fn chunk(&self, delta: Delta, finish: Option<&str>) -> Emit {
-        let c = ChatChunk::delta(&self.id, self.created, &self.model, delta, finish);
-        Emit::Chunk(Bytes::from(serde_json::to_vec(&c).unwrap_or_default()))
-    }
-
-    fn text(&mut self, text: String) -> Emit {
-        self.content_chunks += 1;
-        self.chunk(
-            Delta {
-                content: Some(text),
-                ..Delta::default()
-            },
-            None,
-        )
-    }
-
-    fn tool_delta(&mut self, call: ToolCallDelta) -> Emit {
-        self.content_chunks += 1;
-        self.chunk(
-            Delta {
-                tool_calls: Some(vec![call]),
-                ..Delta::default()
-            },
-            None,
-        )
-    }
-
-    /// Thinking as `delta.reasoning_content`, the field OpenAI-compatible clients read it from.
-    fn reasoning(&mut self, thinking: String) -> Emit {
-        if thinking.is_empty() {
-            return Emit::Nothing;
-        }
-        let mut c = serde_json::to_value(ChatChunk::delta(
-            &self.id,
-            self.created,
-            &self.model,
-            Delta::default(),
-            None,
+    fn finish(&mut self, _out: &mut ChunkWriter) -> Result<(), ProviderError> {
+        Err(ProviderError::Protocol(
+            "upstream stream ended before message_stop".into(),
         ))
-        .unwrap_or_default();
-        c["choices"][0]["delta"]["reasoning_content"] = Value::String(thinking);
-        Emit::Chunk(Bytes::from(serde_json::to_vec(&c).unwrap_or_default()))
     }
 }
 
@@ -990,63 +843,11 @@ fn translate_stream(
     events: impl futures::Stream<Item = Result<eventsource_stream::Event, ProviderError>>
         + Send
         + 'static,
+    model: &str,
 ) -> ChatStream {
-    struct State<S> {
-        events: S,
-        tr: StreamTranslator,
-        pending_end: Option<StreamEnd>,
-        done: bool,
-    }
-    let state = State {
-        events: Box::pin(events),
-        tr: StreamTranslator::default(),
-        pending_end: None,
-        done: false,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        if let Some(end) = s.pending_end.take() {
-            return Some((Ok(StreamItem::End(end)), s));
-        }
-        loop {
-            if s.done {
-                return None;
-            }
-            let ev = match s.events.next().await {
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => {
-                    s.done = true;
-                    return Some((Err(e), s));
-                }
-                None => {
-                    s.done = true;
-                    return Some((
-                        Err(ProviderError::Protocol(
-                            "upstream stream ended before message_stop".into(),
-                        )),
-                        s,
-                    ));
-                }
-            };
-            if ev.data.trim().is_empty() {
-                continue;
-            }
-            match s.tr.on_data(&ev.data) {
-                Ok(Emit::Nothing) => {}
-                Ok(Emit::Chunk(bytes)) => return Some((Ok(StreamItem::Chunk(bytes)), s)),
-                Ok(Emit::Finish(bytes, end)) => {
-                    // message_stop is the end: the upstream connection is not read further.
-                    s.done = true;
-                    s.pending_end = Some(end);
-                    return Some((Ok(StreamItem::Chunk(bytes)), s));
-                }
-                Err(e) => {
-                    s.done = true;
-                    return Some((Err(e), s));
-                }
-            }
-        }
-    })
-    .boxed()
+    let data = events.map(|r| r.map(|ev| ev.data));
+    let writer = ChunkWriter::new(new_completion_id(), model, unix_now());
+    kernel::drive(data, StreamTranslator::default(), writer)
 }
 
 // ---------- models ----------
@@ -1098,23 +899,8 @@ impl Anthropic {
         Anthropic {
             messages_url: Upstream::fixed_url(&format!("{base}/v1/messages")),
             models_url: format!("{base}/v1/models"),
-            up,
+            up: up.with_auth(Auth::Header("x-api-key")),
         }
-    }
-
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let req = req.header("anthropic-version", API_VERSION);
-        let Some(key) = self.up.key()? else {
-            return Ok(req);
-        };
-        let mut value = reqwest::header::HeaderValue::from_str(key.expose()).map_err(|_| {
-            ProviderError::Protocol("the configured API key is not a valid header value".into())
-        })?;
-        value.set_sensitive(true);
-        Ok(req.header("x-api-key", value))
     }
 }
 
@@ -1123,27 +909,21 @@ const MAX_MODEL_PAGES: usize = 10;
 
 #[async_trait]
 impl Provider for Anthropic {
-    fn id(&self) -> &str {
-        &self.up.id
-    }
-
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError> {
         let native = to_native(req, model, self.up.max_tokens_for(model));
         let body = serde_json::to_vec(&native)
             .map_err(|e| ProviderError::Protocol(format!("request encoding: {e}")))?;
         let mut builder = self
             .up
-            .client
-            .post(self.messages_url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .post_json(self.messages_url.clone(), body)
+            .header("anthropic-version", API_VERSION);
         if let Some(b) = betas(req) {
             builder = builder.header("anthropic-beta", b);
         }
-        let resp = self.up.send(self.authorized(builder)?).await?;
+        let resp = self.up.send(builder).await?;
         if req.is_stream() {
             let events = sse_events(resp, self.up.timeouts.idle);
-            return Ok(ChatOutcome::Stream(translate_stream(events)));
+            return Ok(ChatOutcome::Stream(translate_stream(events, model)));
         }
         let body = self.up.read_body(resp).await?;
         parse_message(&body).map(ChatOutcome::Complete)
@@ -1160,7 +940,12 @@ impl Provider for Anthropic {
             }
             let resp = self
                 .up
-                .send(self.authorized(self.up.client.get(&url))?)
+                .send(
+                    self.up
+                        .client
+                        .get(&url)
+                        .header("anthropic-version", API_VERSION),
+                )
                 .await?;
             let body = self.up.read_body(resp).await?;
             let page: NativeModelList = serde_json::from_slice(&body).map_err(|e| {
@@ -1186,394 +971,5 @@ impl Provider for Anthropic {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn native(req: Value) -> Value {
-        native_with(req, None)
-    }
-
-    fn native_with(req: Value, default_max: Option<u32>) -> Value {
-        let req: ChatRequest = serde_json::from_value(req).unwrap();
-        serde_json::to_value(to_native(&req, "claude-x", default_max)).unwrap()
-    }
-
-    fn msgs(m: Value) -> Value {
-        json!({"model": "a/claude-x", "messages": m})
-    }
-
-    #[test]
-    fn request_translation_table() {
-        let pixel = "data:image/png;base64,iVBORw0KGgo=";
-        // (what, OpenAI request, expected subset of the Anthropic request)
-        let cases: Vec<(&str, Value, Value)> = vec![
-            (
-                "system to top level, plain user text as a string",
-                msgs(json!([
-                    {"role": "system", "content": "Be brief."},
-                    {"role": "developer", "content": [{"type": "text", "text": "No emoji."}]},
-                    {"role": "user", "content": "Hi"}
-                ])),
-                json!({"model": "claude-x", "max_tokens": 4096, "system": "Be brief.\n\nNo emoji.",
-                       "messages": [{"role": "user", "content": "Hi"}]}),
-            ),
-            (
-                "cache_control on system parts keeps blocks",
-                msgs(json!([
-                    {"role": "system", "content": [
-                        {"type": "text", "text": "Long doc", "cache_control": {"type": "ephemeral"}}]},
-                    {"role": "user", "content": "Q"}
-                ])),
-                json!({"system": [{"type": "text", "text": "Long doc", "cache_control": {"type": "ephemeral"}}]}),
-            ),
-            (
-                "consecutive same-role turns merge",
-                msgs(json!([
-                    {"role": "user", "content": "a"},
-                    {"role": "user", "content": [{"type": "text", "text": "b"}]},
-                    {"role": "assistant", "content": "c"},
-                    {"role": "assistant", "content": "d"},
-                    {"role": "user", "content": ""}
-                ])),
-                json!({"messages": [
-                    {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": "c"}, {"type": "text", "text": "d"}]}
-                ]}),
-            ),
-            (
-                "images: data URL to base64, https to url",
-                msgs(json!([{"role": "user", "content": [
-                    {"type": "text", "text": "What?"},
-                    {"type": "image_url", "image_url": {"url": pixel}},
-                    {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg", "detail": "low"}}
-                ]}])),
-                json!({"messages": [{"role": "user", "content": [
-                    {"type": "text", "text": "What?"},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
-                    {"type": "image", "source": {"type": "url", "url": "https://x.test/a.jpg"}}
-                ]}]}),
-            ),
-            (
-                "tool calls and results keep ids, results merge into one user turn",
-                msgs(json!([
-                    {"role": "user", "content": "weather?"},
-                    {"role": "assistant", "content": null, "tool_calls": [
-                        {"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Paris\"}"}},
-                        {"id": "toolu_2", "type": "function", "function": {"name": "w", "arguments": ""}}
-                    ]},
-                    {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
-                    {"role": "tool", "tool_call_id": "toolu_2", "content": [{"type": "text", "text": "rain"}]},
-                    {"role": "user", "content": "thanks"}
-                ])),
-                json!({"messages": [
-                    {"role": "user", "content": "weather?"},
-                    {"role": "assistant", "content": [
-                        {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Paris"}},
-                        {"type": "tool_use", "id": "toolu_2", "name": "w", "input": {}}
-                    ]},
-                    {"role": "user", "content": [
-                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                        {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "rain"}]},
-                        {"type": "text", "text": "thanks"}
-                    ]}
-                ]}),
-            ),
-            (
-                "Anthropic-native parts pass through, PDFs become documents",
-                msgs(json!([
-                    {"role": "user", "content": [
-                        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}},
-                        {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}},
-                        {"type": "text", "text": "sum up"}]},
-                    {"role": "assistant", "content": [
-                        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
-                        {"type": "text", "text": "ok"}]}
-                ])),
-                json!({"messages": [
-                    {"role": "user", "content": [
-                        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
-                        {"type": "text", "text": "sum up"}]},
-                    {"role": "assistant", "content": [
-                        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
-                        {"type": "text", "text": "ok"}]}
-                ]}),
-            ),
-            (
-                "tools and tool_choice required",
-                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                       "tools": [{"type": "function", "function": {"name": "f", "description": "d",
-                                  "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}},
-                                 {"type": "function", "function": {"name": "g"}}],
-                       "tool_choice": "required"}),
-                json!({"tools": [
-                        {"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
-                        {"name": "g", "input_schema": {"type": "object"}}],
-                       "tool_choice": {"type": "any"}}),
-            ),
-            (
-                "named tool_choice and parallel_tool_calls false",
-                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                       "tools": [{"type": "function", "function": {"name": "f"}}],
-                       "tool_choice": {"type": "function", "function": {"name": "f"}},
-                       "parallel_tool_calls": false}),
-                json!({"tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": true}}),
-            ),
-            (
-                "sampling, stop string, max_completion_tokens, user",
-                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                       "temperature": 1.7, "top_p": 0.9, "stop": "END", "max_completion_tokens": 99,
-                       "user": "alice", "stream": true}),
-                json!({"temperature": 1.0, "top_p": 0.9, "stop_sequences": ["END"], "max_tokens": 99,
-                       "metadata": {"user_id": "alice"}, "stream": true}),
-            ),
-            (
-                "stop list, thinking and top_k pass through",
-                json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 20000,
-                       "stop": ["a", " ", "b"], "thinking": {"type": "enabled", "budget_tokens": 10000}, "top_k": 5}),
-                json!({"stop_sequences": ["a", "b"], "thinking": {"type": "enabled", "budget_tokens": 10000},
-                       "top_k": 5, "max_tokens": 20000}),
-            ),
-        ];
-        for (what, req, expected) in cases {
-            let out = native(req);
-            for (k, v) in expected.as_object().unwrap() {
-                assert_eq!(&out[k], v, "{what}: field {k} in {out:#}");
-            }
-        }
-    }
-
-    #[test]
-    fn fields_anthropic_cannot_express_are_dropped() {
-        let out = native(
-            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-            "seed": 1, "n": 1, "presence_penalty": 0.5, "response_format": {"type": "json_object"},
-            "logprobs": true, "stream_options": {"include_usage": true}, "tool_choice": "auto",
-            "metadata": {"tag": "x"}, "service_tier": "flex", "betas": ["b1"], "temperature": null}),
-        );
-        let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["max_tokens", "messages", "model"], "{out}");
-    }
-
-    #[test]
-    fn max_tokens_defaults() {
-        let req = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
-        assert_eq!(native_with(req.clone(), Some(1234))["max_tokens"], 1234);
-        assert_eq!(native_with(req.clone(), None)["max_tokens"], 4096);
-        let mut with = req.clone();
-        with["max_tokens"] = json!(77);
-        assert_eq!(native_with(with, Some(1234))["max_tokens"], 77);
-        let mut thinking = req;
-        thinking["thinking"] = json!({"type": "enabled", "budget_tokens": 8000});
-        assert_eq!(native_with(thinking, None)["max_tokens"], 8000 + 4096);
-    }
-
-    #[test]
-    fn betas_from_body_fields() {
-        let req: ChatRequest = serde_json::from_value(json!({"model": "m", "messages": [],
-            "anthropic-beta": "a-1", "betas": ["b-2", "c-3"]}))
-        .unwrap();
-        assert_eq!(betas(&req).as_deref(), Some("a-1,b-2,c-3"));
-        let req: ChatRequest =
-            serde_json::from_value(json!({"model": "m", "messages": []})).unwrap();
-        assert_eq!(betas(&req), None);
-    }
-
-    #[test]
-    fn response_translation_table() {
-        // (native response, content, tool_calls, finish_reason, prompt, completion)
-        let cases: Vec<(Value, Value, Value, &str, u64, u64)> = vec![
-            (
-                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-                       "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}],
-                       "stop_reason": "end_turn", "stop_sequence": null,
-                       "usage": {"input_tokens": 10, "output_tokens": 2,
-                                 "cache_creation_input_tokens": 4, "cache_read_input_tokens": 6}}),
-                json!("Hello"),
-                Value::Null,
-                "stop",
-                20,
-                2,
-            ),
-            (
-                json!({"id": "msg_2", "model": "claude-x", "stop_reason": "tool_use",
-                       "content": [{"type": "tool_use", "id": "toolu_9", "name": "w", "input": {"city": "Paris"}}],
-                       "usage": {"input_tokens": 5, "output_tokens": 9}}),
-                Value::Null,
-                json!([{"id": "toolu_9", "type": "function",
-                        "function": {"name": "w", "arguments": "{\"city\":\"Paris\"}"}}]),
-                "tool_calls",
-                5,
-                9,
-            ),
-            (
-                json!({"id": "m", "content": [{"type": "text", "text": "cut"}], "stop_reason": "max_tokens",
-                       "usage": {"input_tokens": 1, "output_tokens": 1}}),
-                json!("cut"),
-                Value::Null,
-                "length",
-                1,
-                1,
-            ),
-            (
-                json!({"id": "m", "content": [], "stop_reason": "stop_sequence", "usage": {}}),
-                json!(""),
-                Value::Null,
-                "stop",
-                0,
-                0,
-            ),
-            (
-                json!({"id": "m", "content": [], "stop_reason": "refusal", "usage": {}}),
-                json!(""),
-                Value::Null,
-                "content_filter",
-                0,
-                0,
-            ),
-        ];
-        for (resp, content, tools, finish, prompt, completion) in cases {
-            let r = from_native(serde_json::from_value(resp.clone()).unwrap());
-            let v = serde_json::to_value(&r).unwrap();
-            let m = &v["choices"][0]["message"];
-            assert_eq!(m["content"], content, "{resp}");
-            assert_eq!(m["tool_calls"], tools, "{resp}");
-            assert_eq!(m["refusal"], Value::Null);
-            assert!(m.as_object().unwrap().contains_key("refusal"));
-            assert!(v["choices"][0]
-                .as_object()
-                .unwrap()
-                .contains_key("logprobs"));
-            assert_eq!(v["choices"][0]["finish_reason"], finish);
-            assert_eq!(v["usage"]["prompt_tokens"], prompt);
-            assert_eq!(v["usage"]["completion_tokens"], completion);
-            assert_eq!(v["usage"]["total_tokens"], prompt + completion);
-        }
-    }
-
-    #[test]
-    fn error_bodies_map_by_type() {
-        let err = |t: &str| {
-            parse_message(
-                format!(r#"{{"type":"error","error":{{"type":"{t}","message":"m"}}}}"#).as_bytes(),
-            )
-            .unwrap_err()
-        };
-        assert!(matches!(
-            err("overloaded_error"),
-            ProviderError::Upstream { status: 529, .. }
-        ));
-        assert!(err("overloaded_error").is_provider_fault());
-        assert!(matches!(
-            err("api_error"),
-            ProviderError::Upstream { status: 500, .. }
-        ));
-        assert!(matches!(
-            err("rate_limit_error"),
-            ProviderError::RateLimited { .. }
-        ));
-        let bad = err("invalid_request_error");
-        assert!(matches!(bad, ProviderError::Upstream { status: 400, .. }));
-        assert!(!bad.is_provider_fault());
-        assert!(matches!(
-            parse_message(b"<html>"),
-            Err(ProviderError::Protocol(_))
-        ));
-    }
-
-    fn chunk_json(e: &Emit) -> Value {
-        match e {
-            Emit::Chunk(b) | Emit::Finish(b, _) => serde_json::from_slice(b).unwrap(),
-            Emit::Nothing => Value::Null,
-        }
-    }
-
-    #[test]
-    fn stream_translator_text_and_tools() {
-        let mut t = StreamTranslator::default();
-        let events = [
-            r#"{"type":"message_start","message":{"id":"msg_s","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1,"cache_read_input_tokens":5}}}"#,
-            r#"{"type":"ping"}"#,
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
-            r#"{"type":"content_block_stop","index":0}"#,
-            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"w","input":{}}}"#,
-            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
-            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}"#,
-            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_b","name":"v","input":{}}}"#,
-            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
-            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}"#,
-            r#"{"type":"some_future_event"}"#,
-            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":15}}"#,
-            r#"{"type":"message_stop"}"#,
-        ];
-        let out: Vec<Emit> = events.iter().map(|e| t.on_data(e).unwrap()).collect();
-        let c: Vec<Value> = out.iter().map(chunk_json).collect();
-        assert_eq!(
-            c[0]["choices"][0]["delta"],
-            json!({"role": "assistant", "content": ""})
-        );
-        assert_eq!(c[0]["id"], "msg_s");
-        assert!(c[1].is_null() && c[2].is_null() && c[4].is_null() && c[6].is_null());
-        assert_eq!(c[3]["choices"][0]["delta"]["content"], "Hi");
-        assert_eq!(
-            c[5]["choices"][0]["delta"]["tool_calls"],
-            json!([{"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "w", "arguments": ""}}])
-        );
-        assert_eq!(
-            c[7]["choices"][0]["delta"]["tool_calls"],
-            json!([{"index": 0, "function": {"arguments": "{\"city\":"}}])
-        );
-        assert_eq!(c[8]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
-        assert_eq!(c[9]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
-        assert_eq!(
-            c[10]["choices"][0]["delta"]["tool_calls"],
-            json!([{"index": 0, "function": {"arguments": "\"Paris\"}"}}])
-        );
-        assert!(c[11].is_null() && c[12].is_null());
-        assert_eq!(c[13]["choices"][0]["finish_reason"], "tool_calls");
-        let Emit::Finish(_, end) = &out[13] else {
-            panic!("message_stop finishes")
-        };
-        let u = end.usage.as_ref().unwrap();
-        assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
-            (30, 15, 45)
-        );
-        assert_eq!(end.id, "msg_s");
-        assert_eq!(end.content_chunks, 6);
-        assert!(t.is_finished());
-    }
-
-    #[test]
-    fn stream_error_event_is_an_error() {
-        let mut t = StreamTranslator::default();
-        let e = t
-            .on_data(
-                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-            )
-            .unwrap_err();
-        assert!(
-            matches!(e, ProviderError::Upstream { status: 529, ref message, .. } if message == "Overloaded")
-        );
-        assert!(t.on_data("{not json").is_err());
-        assert!(t
-            .on_data(r#"{"type":"content_block_delta","index":7,"delta":{"type":"input_json_delta","partial_json":"x"}}"#)
-            .is_err());
-    }
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339_seconds("2025-02-19T00:00:00Z"), Some(1_739_923_200));
-        assert_eq!(
-            rfc3339_seconds("2024-02-29T12:30:15.123Z"),
-            Some(1_709_209_815)
-        );
-        assert_eq!(
-            rfc3339_seconds("2025-02-19T02:00:00+02:00"),
-            Some(1_739_923_200)
-        );
-        assert_eq!(rfc3339_seconds("yesterday"), None);
-        assert_eq!(rfc3339_seconds("2025-13-19T00:00:00Z"), None);
-    }
-}
+#[path = "tests/anthropic.rs"]
+mod tests;

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::{header::HeaderMap, RequestBuilder, Response, StatusCode};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use super::{Phase, ProviderError, Timeouts};
@@ -16,10 +17,10 @@ pub struct Upstream {
     pub id: String,
     pub endpoint: String,
     key: ApiKey,
+    /// How the key is presented; `send` applies it to every request.
+    auth: Auth,
     pub client: reqwest::Client,
     pub timeouts: Timeouts,
-    /// Configured model names, the fallback of `models()` when the list endpoint fails.
-    pub configured_models: Vec<String>,
     /// Per-model `max_tokens` defaults (Anthropic requires the field).
     pub model_max_tokens: Vec<(String, u32)>,
 }
@@ -30,9 +31,9 @@ impl Upstream {
             id: p.id.clone(),
             endpoint: p.endpoint().to_string(),
             key: p.api_key.clone(),
+            auth: Auth::Bearer,
             client,
             timeouts,
-            configured_models: p.models.iter().map(|m| m.name.clone()).collect(),
             model_max_tokens: p
                 .models
                 .iter()
@@ -59,6 +60,42 @@ impl Upstream {
         }
     }
 
+    /// The provider's way of presenting its key (Bearer by default).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// A POST of a JSON body.
+    pub fn post_json(&self, url: impl reqwest::IntoUrl, body: Vec<u8>) -> RequestBuilder {
+        self.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
+    /// `req` with the configured key in the provider's header (marked sensitive, so it
+    /// never shows in a debug print); unchanged when the provider needs no key.
+    fn authorized(&self, req: RequestBuilder) -> Result<RequestBuilder, ProviderError> {
+        let Some(key) = self.key()? else {
+            return Ok(req);
+        };
+        let auth = self.auth;
+        let value = match auth {
+            Auth::Bearer => format!("Bearer {}", key.expose()),
+            Auth::Header(_) => key.expose().to_string(),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ProviderError::Protocol("the configured API key is not a valid header value".into())
+        })?;
+        value.set_sensitive(true);
+        let name = match auth {
+            Auth::Bearer => reqwest::header::AUTHORIZATION.as_str(),
+            Auth::Header(name) => name,
+        };
+        Ok(req.header(name, value))
+    }
+
     pub fn max_tokens_for(&self, model: &str) -> Option<u32> {
         self.model_max_tokens
             .iter()
@@ -66,9 +103,10 @@ impl Upstream {
             .map(|(_, t)| *t)
     }
 
-    /// Sends the request and waits for the response head within the first-byte timeout.
-    /// Error statuses become `ProviderError`s carrying the upstream's own message.
+    /// Sends the request, authorized, and waits for the response head within the first-byte
+    /// timeout. Error statuses become `ProviderError`s carrying the upstream's own message.
     pub async fn send(&self, req: RequestBuilder) -> Result<Response, ProviderError> {
+        let req = self.authorized(req)?;
         let resp = match tokio::time::timeout(self.timeouts.first_byte, req.send()).await {
             Err(_) => return Err(ProviderError::Timeout(Phase::FirstByte)),
             Ok(Err(e)) => return Err(transport_error(e)),
@@ -80,12 +118,20 @@ impl Upstream {
         Err(self.error_from_response(resp).await)
     }
 
-    /// Reads a whole (non-stream) body, each read bounded by the idle timeout.
-    pub async fn read_body(&self, resp: Response) -> Result<bytes::Bytes, ProviderError> {
-        match tokio::time::timeout(self.timeouts.first_byte, resp.bytes()).await {
-            Err(_) => Err(ProviderError::Timeout(Phase::Idle)),
-            Ok(Err(e)) => Err(transport_error(e)),
-            Ok(Ok(b)) => Ok(b),
+    /// Reads a whole (non-stream) body: its first bytes within the first-byte timeout (some
+    /// upstreams send the head before they have the answer), each later read within the
+    /// idle timeout, so a slow but steady body is read to its end.
+    pub async fn read_body(&self, mut resp: Response) -> Result<bytes::Bytes, ProviderError> {
+        let mut body = bytes::BytesMut::new();
+        let mut limit = (self.timeouts.first_byte, Phase::FirstByte);
+        loop {
+            match tokio::time::timeout(limit.0, resp.chunk()).await {
+                Err(_) => return Err(ProviderError::Timeout(limit.1)),
+                Ok(Err(e)) => return Err(transport_error(e)),
+                Ok(Ok(None)) => return Ok(body.freeze()),
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            }
+            limit = (self.timeouts.idle, Phase::Idle);
         }
     }
 
@@ -119,6 +165,15 @@ impl Upstream {
             code,
         }
     }
+}
+
+/// How a provider presents its key.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI, Ollama behind a proxy).
+    Bearer,
+    /// The key alone in the named header (`x-api-key`, `x-goog-api-key`).
+    Header(&'static str),
 }
 
 /// reqwest's errors name the URL; ours must not (a key could sit in a query string).

@@ -1,9 +1,13 @@
 //! Providers: the trait every upstream implements, its error type, and the registry.
-//! One file per provider; a new provider is one file plus one line in `build`.
+//! One file of pure translation per provider on the shared kernel (`kernel`: streams,
+//! `convert`: conversions, `http`: transport); a new provider is one file plus one line in
+//! `make`.
 
 pub mod anthropic;
+pub mod convert;
 pub mod gemini;
 pub mod http;
+pub mod kernel;
 pub mod ollama;
 pub mod openai;
 pub mod sse;
@@ -21,7 +25,6 @@ use crate::config::{Config, ProviderConfig, ProviderKind};
 
 #[async_trait]
 pub trait Provider: Send + Sync {
-    fn id(&self) -> &str;
     /// Sends `req` to the upstream as `model`. A stream is returned as soon as the upstream
     /// answered with a success status; the caller peeks its first item before committing.
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError>;
@@ -35,13 +38,29 @@ pub enum ChatOutcome {
     Stream(ChatStream),
 }
 
+impl ChatOutcome {
+    /// The first choice's text of a complete answer (empty when it has none); `None` for a
+    /// stream, which an internal non-streaming call (selector, condensation) never expects.
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            ChatOutcome::Complete(r) => Some(
+                r.choices
+                    .into_iter()
+                    .next()
+                    .and_then(|c| c.message.content)
+                    .unwrap_or_default(),
+            ),
+            ChatOutcome::Stream(_) => None,
+        }
+    }
+}
+
 /// One item of a translated stream.
 #[derive(Debug)]
 pub enum StreamItem {
     /// The JSON of one `chat.completion.chunk`, forwarded as one `data:` event.
     Chunk(Bytes),
-    /// The end of the answer: what the final usage chunk is built from. `usage` is the
-    /// upstream's own count when it sent one; `chunks` the number of content deltas seen.
+    /// The end of the answer: what the final usage chunk is built from.
     End(StreamEnd),
 }
 
@@ -50,8 +69,11 @@ pub struct StreamEnd {
     pub id: String,
     pub model: String,
     pub created: i64,
+    /// The upstream's own count, when it sent one.
     pub usage: Option<Usage>,
-    pub content_chunks: u64,
+    /// The answer's text (content, reasoning, tool arguments), for the gateway to count
+    /// when the upstream sent no usage.
+    pub completion: String,
 }
 
 /// When in the exchange a timeout hit.
@@ -137,9 +159,10 @@ impl Registry {
             first_byte: Duration::from_secs_f64(config.timeouts.first_byte_seconds),
             idle: Duration::from_secs_f64(config.timeouts.idle_seconds),
         };
+        let shared = Shared::default();
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         for (id, p) in &config.providers {
-            if let Some(provider) = make(p, client, &timeouts) {
+            if let Some(provider) = make(p, client, &timeouts, &shared) {
                 providers.insert(id.clone(), provider);
             }
         }
@@ -149,22 +172,28 @@ impl Registry {
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(id)
     }
+}
 
-    pub fn from_map(providers: HashMap<String, Arc<dyn Provider>>) -> Registry {
-        Registry { providers }
-    }
+/// State the providers of one kind share across their instances.
+#[derive(Default)]
+struct Shared {
+    gemini_signatures: Arc<gemini::Signatures>,
 }
 
 fn make(
     p: &ProviderConfig,
     client: &reqwest::Client,
     timeouts: &Timeouts,
+    shared: &Shared,
 ) -> Option<Arc<dyn Provider>> {
     let base = http::Upstream::new(p, client.clone(), timeouts.clone());
     match &p.kind {
         ProviderKind::OpenAi => Some(Arc::new(openai::OpenAi::new(base))),
         ProviderKind::Anthropic => Some(Arc::new(anthropic::Anthropic::new(base))),
-        ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(base))),
+        ProviderKind::Google => Some(Arc::new(gemini::Gemini::new(
+            base,
+            shared.gemini_signatures.clone(),
+        ))),
         ProviderKind::Ollama => Some(Arc::new(ollama::Ollama::new(base))),
         ProviderKind::Unsupported(_) => None,
     }

@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::http::{error_fields, Upstream};
+use super::kernel::{self, ChunkWriter, Flow};
 use super::sse::sse_events;
-use super::{ChatOutcome, ChatStream, Provider, ProviderError, StreamEnd, StreamItem};
+use super::{ChatOutcome, ChatStream, Provider, ProviderError};
 use crate::api::openai::{ChatRequest, ChatResponse, Extra, Message, ModelInfo, ModelList, Usage};
 
 pub struct OpenAi {
@@ -29,16 +30,6 @@ impl OpenAi {
             models_url: format!("{}/models", up.endpoint),
             up,
         }
-    }
-
-    fn authorized(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(match self.up.key()? {
-            Some(key) => req.bearer_auth(key.expose()),
-            None => req,
-        })
     }
 }
 
@@ -91,18 +82,11 @@ pub fn outgoing_body(req: &ChatRequest, model: &str) -> Vec<u8> {
 
 #[async_trait]
 impl Provider for OpenAi {
-    fn id(&self) -> &str {
-        &self.up.id
-    }
-
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatOutcome, ProviderError> {
         let builder = self
             .up
-            .client
-            .post(self.chat_url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(outgoing_body(req, model));
-        let resp = self.up.send(self.authorized(builder)?).await?;
+            .post_json(self.chat_url.clone(), outgoing_body(req, model));
+        let resp = self.up.send(builder).await?;
         if req.is_stream() {
             let events = sse_events(resp, self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events)));
@@ -112,10 +96,7 @@ impl Provider for OpenAi {
     }
 
     async fn models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
-        let resp = self
-            .up
-            .send(self.authorized(self.up.client.get(&self.models_url))?)
-            .await?;
+        let resp = self.up.send(self.up.client.get(&self.models_url)).await?;
         let body = self.up.read_body(resp).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Protocol(format!("model list: {e}")))?;
@@ -145,7 +126,7 @@ pub fn parse_completion(body: &[u8]) -> Result<ChatResponse, ProviderError> {
     }
 }
 
-/// What the gateway reads of each upstream chunk; the rest passes through untouched.
+/// What the gateway reads of each upstream chunk; the chunk itself passes through untouched.
 #[derive(Deserialize)]
 struct ChunkHead<'a> {
     #[serde(borrow, default)]
@@ -155,23 +136,73 @@ struct ChunkHead<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    choices: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
+    choices: Vec<ChoiceHead<'a>>,
+    /// `null` on every chunk but the last when `include_usage` is set.
+    #[serde(default)]
+    usage: Option<Usage>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
 }
 
+#[derive(Deserialize)]
+struct ChoiceHead<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaHead<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+/// The text a delta adds to the answer, for counting when no usage comes.
+#[derive(Deserialize)]
+struct DeltaHead<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolHead<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolHead<'a> {
+    #[serde(borrow, default)]
+    function: Option<FunctionHead<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionHead<'a> {
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl DeltaHead<'_> {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(self.content.as_deref().unwrap_or_default());
+        out.push_str(self.reasoning_content.as_deref().unwrap_or_default());
+        for t in self.tool_calls.iter().flatten() {
+            if let Some(a) = t.function.as_ref().and_then(|f| f.arguments.as_deref()) {
+                out.push_str(a);
+            }
+        }
+        out
+    }
+}
+
+/// OpenAI chunks in, the same chunks out: the translator only reads what the gateway needs
+/// (id, usage, finish, the answer's text) and holds back the upstream's usage chunk, since
+/// the gateway sends its own (with `effective_context`) at the end.
 #[derive(Default)]
-struct StreamState {
-    end: StreamEnd,
+struct StreamTranslator {
     finished: bool,
 }
 
-impl StreamState {
-    /// One upstream `data:` payload → what the client gets of it (maybe nothing).
-    fn on_data(&mut self, data: &str) -> Result<Option<Bytes>, ProviderError> {
-        let head: ChunkHead = serde_json::from_str(data)
+impl kernel::StreamTranslator for StreamTranslator {
+    fn on_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError> {
+        if data == b"[DONE]" {
+            return Ok(Flow::Done);
+        }
+        let head: ChunkHead = serde_json::from_slice(data)
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
         if let Some(err) = head.error {
             let (message, kind, code) =
@@ -183,42 +214,49 @@ impl StreamState {
                 code,
             });
         }
-        if self.end.id.is_empty() {
+        if !out.is_started() {
             if let Some(id) = &head.id {
-                self.end.id = id.to_string();
+                out.set_id(id.as_ref());
             }
-            if let Some(m) = &head.model {
-                self.end.model = m.to_string();
+            out.set_model(head.model.as_deref().unwrap_or_default());
+            out.set_created(head.created.unwrap_or(0));
+        }
+        let mut text = String::new();
+        for c in &head.choices {
+            self.finished |= c.finish_reason.is_some();
+            if let Some(d) = &c.delta {
+                text.push_str(&d.text());
             }
-            self.end.created = head.created.unwrap_or(0);
         }
-        let choices = head.choices.map(RawValue::get).unwrap_or("[]");
-        if choices.contains("\"finish_reason\":\"") || choices.contains("\"finish_reason\": \"") {
-            self.finished = true;
-        }
-        if choices.contains("\"content\":\"") || choices.contains("\"arguments\":\"") {
-            self.end.content_chunks += 1;
-        }
-        let usage = head.usage.filter(|u| u.get() != "null");
-        let Some(usage) = usage else {
-            return Ok(Some(Bytes::copy_from_slice(data.as_bytes())));
+        let Some(usage) = head.usage else {
+            out.verbatim(Bytes::copy_from_slice(data), &text);
+            return Ok(Flow::More);
         };
-        self.end.usage = Some(
-            serde_json::from_str::<Usage>(usage.get())
-                .map_err(|e| ProviderError::Protocol(format!("stream usage: {e}")))?,
-        );
-        if choices.trim() == "[]" {
-            // The gateway sends its own usage chunk (with effective_context) at the end.
-            return Ok(None);
+        out.usage(usage);
+        if head.choices.is_empty() {
+            return Ok(Flow::More);
         }
+        // Usage riding on a content chunk: the chunk goes on without it.
         let mut v: Value =
-            serde_json::from_str(data).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+            serde_json::from_slice(data).map_err(|e| ProviderError::Protocol(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.remove("usage");
         }
-        Ok(Some(Bytes::from(
-            serde_json::to_vec(&v).unwrap_or_default(),
-        )))
+        out.verbatim(
+            Bytes::from(serde_json::to_vec(&v).expect("a JSON value serializes")),
+            &text,
+        );
+        Ok(Flow::More)
+    }
+
+    fn finish(&mut self, _out: &mut ChunkWriter) -> Result<(), ProviderError> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ProviderError::Protocol(
+                "upstream stream ended before the answer was complete".into(),
+            ))
+        }
     }
 }
 
@@ -227,50 +265,12 @@ fn translate_stream(
         + Send
         + 'static,
 ) -> ChatStream {
-    let events = Box::pin(events);
-    futures::stream::unfold(
-        (events, StreamState::default(), false),
-        |(mut events, mut state, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match events.next().await {
-                    None => {
-                        if state.finished {
-                            let end = std::mem::take(&mut state.end);
-                            return Some((Ok(StreamItem::End(end)), (events, state, true)));
-                        }
-                        return Some((
-                            Err(ProviderError::Protocol(
-                                "upstream stream ended before the answer was complete".into(),
-                            )),
-                            (events, state, true),
-                        ));
-                    }
-                    Some(Err(e)) => return Some((Err(e), (events, state, true))),
-                    Some(Ok(ev)) => {
-                        let data = ev.data.trim();
-                        if data.is_empty() {
-                            continue;
-                        }
-                        if data == "[DONE]" {
-                            let end = std::mem::take(&mut state.end);
-                            return Some((Ok(StreamItem::End(end)), (events, state, true)));
-                        }
-                        match state.on_data(data) {
-                            Ok(Some(bytes)) => {
-                                return Some((Ok(StreamItem::Chunk(bytes)), (events, state, false)))
-                            }
-                            Ok(None) => continue,
-                            Err(e) => return Some((Err(e), (events, state, true))),
-                        }
-                    }
-                }
-            }
-        },
+    let data = events.map(|r| r.map(|ev| ev.data));
+    kernel::drive(
+        data,
+        StreamTranslator::default(),
+        ChunkWriter::new("", "", 0),
     )
-    .boxed()
 }
 
 #[cfg(test)]
@@ -309,13 +309,22 @@ mod tests {
 
     #[test]
     fn usage_chunk_is_held_back_and_other_chunks_pass_verbatim() {
-        let mut s = StreamState::default();
-        let first = r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
-        assert_eq!(s.on_data(first).unwrap().unwrap(), Bytes::from(first));
+        use kernel::StreamTranslator as _;
+        let mut s = StreamTranslator::default();
+        let mut w = ChunkWriter::new("", "", 0);
+        let first = r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(s.on_event(first.as_bytes(), &mut w).unwrap(), Flow::More);
+        assert_eq!(w.pop().unwrap(), Bytes::from(first));
         let usage = r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        assert!(s.on_data(usage).unwrap().is_none());
-        assert_eq!(s.end.usage.as_ref().unwrap().total_tokens, 4);
-        assert_eq!((s.end.id.as_str(), s.end.created), ("c1", 5));
-        assert!(s.on_data("{not json").is_err());
+        s.on_event(usage.as_bytes(), &mut w).unwrap();
+        assert!(w.pop().is_none());
+        assert_eq!(s.on_event(b"[DONE]", &mut w).unwrap(), Flow::Done);
+        assert!(s.on_event(b"{not json", &mut w).is_err());
+        let end = w.end();
+        assert_eq!(end.usage.as_ref().unwrap().total_tokens, 4);
+        assert_eq!(
+            (end.id.as_str(), end.created, end.completion.as_str()),
+            ("c1", 5, "hi")
+        );
     }
 }

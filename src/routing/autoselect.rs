@@ -15,8 +15,7 @@ use tokio::sync::OnceCell;
 use super::rotation::check_usable;
 use super::{resolve_model, rotation, serve_provider, RouteError, Served, Target};
 use crate::api::openai::{ChatRequest, Extra, Message};
-use crate::config::{AutoselectConfig, Config};
-use crate::providers::ChatOutcome;
+use crate::config::{AutoselectConfig, Config, Routed};
 use crate::state::AppState;
 
 /// The shipped selector system prompt; `{config dir}/autoselect.md` replaces it.
@@ -213,17 +212,11 @@ async fn select(
             extra,
             anthropic_beta: None,
         };
-        match serve_plain(state, target, req).await?.outcome {
-            ChatOutcome::Complete(r) => Ok(r
-                .choices
-                .into_iter()
-                .next()
-                .and_then(|c| c.message.content)
-                .unwrap_or_default()),
-            ChatOutcome::Stream(_) => Err(RouteError::Unusable(
-                "the selector answered with a stream".into(),
-            )),
-        }
+        serve_plain(state, target, req)
+            .await?
+            .outcome
+            .into_text()
+            .ok_or_else(|| RouteError::Unusable("the selector answered with a stream".into()))
     };
     let why = match tokio::time::timeout(state.first_byte_timeout(), answer).await {
         Ok(Ok(text)) => match parse_choice(cfg, &text) {
@@ -254,7 +247,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
         .autoselect
         .get(name)
         .ok_or_else(|| RouteError::UnknownAutoselect(name.to_string()))?;
-    check_usable(config, "autoselect.json", "autoselect", name)?;
+    check_usable(config, Routed::Autoselect, "autoselect", name)?;
     let fallback = cfg
         .fallback
         .as_deref()
@@ -290,7 +283,7 @@ pub fn describe(config: &Config) -> Value {
                 "selection_model": a.selection_model,
                 "fallback": a.fallback,
                 "available_models": models,
-                "usable": !config.is_unusable("autoselect.json", name),
+                "usable": !config.is_unusable(Routed::Autoselect, name),
             }),
         );
     }

@@ -3,6 +3,7 @@
 //! commit of streams.
 
 pub mod autoselect;
+pub mod condense;
 pub mod health;
 pub mod ratelimit;
 pub mod rotation;
@@ -12,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::api::openai::ChatRequest;
+use crate::api::openai::{ChatRequest, Usage};
 use crate::config::{Config, ModelConfig, ProviderKind};
-use crate::context;
+use crate::context::{self, model::ModelCaller};
 use crate::metrics::StreamMeter;
 use crate::providers::{ChatOutcome, ChatStream, Phase, ProviderError, StreamItem};
 use crate::state::AppState;
@@ -44,6 +45,12 @@ pub enum RouteError {
     /// A direct request to a provider (or model) in cooldown.
     #[error("'{target}' is cooling down after provider-side failures; retry in {}s", ceil_secs(*retry_after))]
     Cooling {
+        target: String,
+        retry_after: Duration,
+    },
+    /// The target's `rate_limit` spacing has no slot within the first-byte timeout.
+    #[error("'{target}' is spaced by its rate_limit; next slot in {}s", ceil_secs(*retry_after))]
+    Spaced {
         target: String,
         retry_after: Duration,
     },
@@ -205,7 +212,18 @@ pub async fn serve_provider(
             retry_after: c.remaining(),
         });
     }
-    state.limits.wait_for_slot(provider_id, model).await;
+    // Bounded like any wait for an upstream: a client is not kept past the first-byte
+    // timeout for a slot that far away.
+    let spaced = state
+        .limits
+        .wait_for_slot(provider_id, model, state.first_byte_timeout())
+        .await;
+    if let Err(next) = spaced {
+        return Err(RouteError::Spaced {
+            target: format!("{provider_id}/{model}"),
+            retry_after: next.saturating_duration_since(std::time::Instant::now()),
+        });
+    }
     attempt(state, provider_id, model, None, req).await
 }
 
@@ -234,20 +252,37 @@ pub async fn attempt(
         .providers
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
-    let effective_context = context::prepare(state, &mut req, config, model, entry).await?;
+    let caller = condense::Caller(state);
+    let caller = (!condense::in_condensation_call()).then_some(&caller as &dyn ModelCaller);
+    let effective_context = context::prepare(state, &mut req, config, model, entry, caller)
+        .await
+        .map_err(|e| match e {
+            context::ContextError::TooLarge { tokens, limit } => {
+                RouteError::ContextTooLarge { tokens, limit }
+            }
+        })?;
     let started = Instant::now();
     let outcome = match call(state, provider.as_ref(), &req, model).await {
-        Ok(ChatOutcome::Complete(r)) => {
+        Ok(ChatOutcome::Complete(mut r)) => {
             state.health.success(provider_id, model).await;
+            if r.usage.is_none() {
+                let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
+                let completion = counter.count(answer_text(&r)).await;
+                r.usage = Some(Usage::new(effective_context, completion));
+            }
             ChatOutcome::Complete(r)
         }
-        Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
-            s,
-            state.health.clone(),
-            state.metrics.meter(&state.config, provider_id, model),
-            provider_id.to_string(),
-            model.to_string(),
-        )),
+        Ok(ChatOutcome::Stream(s)) => {
+            let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
+            let s = count_unreported_usage(s, counter, effective_context);
+            ChatOutcome::Stream(track_stream(
+                s,
+                state.health.clone(),
+                state.metrics.meter(&state.config, provider_id, model),
+                provider_id.to_string(),
+                model.to_string(),
+            ))
+        }
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;
             state
@@ -316,6 +351,46 @@ fn track_stream(
         },
     )
     .boxed()
+}
+
+/// What an answer's completion tokens are counted from when its upstream reports none: its
+/// text, reasoning and tool arguments, as for a stream.
+fn answer_text(r: &crate::api::openai::ChatResponse) -> String {
+    let mut text = String::new();
+    for c in &r.choices {
+        let m = &c.message;
+        text.push_str(m.content.as_deref().unwrap_or_default());
+        text.push_str(m.reasoning_content.as_deref().unwrap_or_default());
+        for call in m.tool_calls.iter().flatten() {
+            text.push_str(&call.function.arguments);
+        }
+    }
+    text
+}
+
+/// A stream whose upstream reported no usage gets it counted here, as a non-stream answer
+/// does: the prompt as sent, the answer's text with the model's BPE table.
+fn count_unreported_usage(
+    stream: ChatStream,
+    counter: crate::context::tokens::AnswerCounter,
+    effective_context: u64,
+) -> ChatStream {
+    stream
+        .then(move |item| {
+            let counter = counter.clone();
+            async move {
+                match item {
+                    Ok(StreamItem::End(mut end)) if end.usage.is_none() => {
+                        let text = std::mem::take(&mut end.completion);
+                        let completion = counter.count(text).await;
+                        end.usage = Some(Usage::new(effective_context, completion));
+                        Ok(StreamItem::End(end))
+                    }
+                    other => other,
+                }
+            }
+        })
+        .boxed()
 }
 
 /// Waits for the stream's first item: an error or silence before it is still an ordinary

@@ -3,7 +3,8 @@
 //!
 //! Each limited key holds one atomic "next allowed instant". A request either takes a free
 //! slot without waiting (`try_acquire`, what a rotation does so it can skip a busy entry) or
-//! reserves the earliest slot and sleeps until it (`reserve`). We do not use `governor`:
+//! sleeps until the slot is free and takes it then (`wait_for_slot`, bounded): nothing is
+//! reserved while sleeping, so a client that hangs up holds no slot. We do not use `governor`:
 //! its GCRA answers "may I go now", while a rotation needs "which of these keys is free, and
 //! when is the earliest one free" plus a reservation of that exact slot, which is a dozen
 //! lines on one atomic per key.
@@ -34,22 +35,6 @@ impl Gate {
                 Ordering::Acquire,
             ) {
                 Ok(_) => return Ok(()),
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    fn reserve(&self, now: u64) -> u64 {
-        let mut cur = self.next.load(Ordering::Acquire);
-        loop {
-            let slot = cur.max(now);
-            match self.next.compare_exchange_weak(
-                cur,
-                slot + self.interval,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return slot,
                 Err(actual) => cur = actual,
             }
         }
@@ -150,15 +135,30 @@ impl RateLimits {
         (next > self.now()).then(|| self.instant(next))
     }
 
-    /// Reserves the earliest slot and waits for it. Other keys are never blocked.
-    pub async fn wait_for_slot(&self, provider: &str, model: &str) {
+    /// Waits for the key's next free slot and takes it, waiting at most `max_wait`
+    /// (`Err(when it is next free)` otherwise, at once). The slot is taken only once it is
+    /// free: dropping this future (a client that hung up) holds nothing. Other keys are
+    /// never blocked.
+    pub async fn wait_for_slot(
+        &self,
+        provider: &str,
+        model: &str,
+        max_wait: Duration,
+    ) -> Result<(), Instant> {
         let Some(g) = self.gate(provider, model) else {
-            return;
+            return Ok(());
         };
-        let now = self.now();
-        let slot = g.reserve(now);
-        if slot > now {
-            tokio::time::sleep_until(self.instant(slot).into()).await;
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let next = match g.try_acquire(self.now()) {
+                Ok(()) => return Ok(()),
+                Err(ns) => self.instant(ns),
+            };
+            if next > deadline {
+                return Err(next);
+            }
+            // Another waiter may take this slot first: then the loop waits for the next.
+            tokio::time::sleep_until(next.into()).await;
         }
     }
 }
@@ -168,15 +168,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spacing_and_reservation() {
+    fn spacing() {
         let g = gate(1.0).unwrap();
         let s = 1_000_000_000;
         assert!(g.try_acquire(0).is_ok());
         assert_eq!(g.try_acquire(s / 2), Err(s));
         assert!(g.try_acquire(s).is_ok());
-        // Two waiters get consecutive slots, never the same one.
-        assert_eq!(g.reserve(s + 1), 2 * s);
-        assert_eq!(g.reserve(s + 1), 3 * s);
         assert!(gate(0.0).is_none());
+    }
+
+    fn limits(seconds: f64) -> RateLimits {
+        let dir = tempfile::tempdir().unwrap();
+        crate::config::ensure_defaults(dir.path()).unwrap();
+        let mut config = crate::config::load(dir.path()).unwrap();
+        config.providers.get_mut("openai").unwrap().rate_limit = seconds;
+        RateLimits::build(&config)
+    }
+
+    /// A waiter that goes away (its client hung up) leaves the next slot free.
+    #[tokio::test]
+    async fn a_dropped_waiter_holds_no_slot() {
+        let l = limits(10.0);
+        assert!(l.try_acquire("openai", "m").is_ok());
+        let free_at = l.next_free("openai", "m").unwrap();
+        let waiter = l.wait_for_slot("openai", "m", Duration::from_secs(60));
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), waiter).await;
+        assert!(gave_up.is_err(), "still waiting when dropped");
+        assert_eq!(
+            l.next_free("openai", "m"),
+            Some(free_at),
+            "nothing reserved"
+        );
+    }
+
+    /// The wait is bounded: a slot further away than `max_wait` is refused at once; one
+    /// within it is waited for.
+    #[tokio::test]
+    async fn the_wait_is_bounded() {
+        let l = limits(30.0);
+        assert!(l.wait_for_slot("openai", "m", Duration::ZERO).await.is_ok());
+        let started = Instant::now();
+        let refused = l.wait_for_slot("openai", "m", Duration::from_secs(5)).await;
+        assert!(refused.is_err_and(|next| next > started + Duration::from_secs(25)));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused without waiting"
+        );
+
+        let l = limits(0.2);
+        assert!(l.try_acquire("openai", "m").is_ok());
+        let started = Instant::now();
+        let waited = l
+            .wait_for_slot("openai", "m", Duration::from_secs(30))
+            .await;
+        assert!(waited.is_ok(), "a slot within the bound is waited for");
+        assert!(started.elapsed() >= Duration::from_millis(150));
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{attempt, Attempt, Attempts, RouteError, Served};
 use crate::api::openai::ChatRequest;
-use crate::config::{Config, IssueKind, ModelConfig, RotationConfig};
+use crate::config::{Config, IssueKind, ModelConfig, RotationConfig, Routed};
 use crate::providers::ProviderError;
 use crate::state::AppState;
 
@@ -70,8 +70,8 @@ pub fn draw(entries: &[Entry<'_>], candidates: &[usize], rng: &mut impl Rng) -> 
 }
 
 /// Why a rotation cannot be used, from config validation.
-fn unusable_message(config: &Config, file: &str, kind: &str, name: &str) -> String {
-    let section = file.trim_end_matches(".json");
+fn unusable_message(config: &Config, what: Routed, kind: &str, name: &str) -> String {
+    let section = what.file().trim_end_matches(".json");
     let prefix = format!("{section}.{name}");
     let reasons: Vec<String> = config
         .issues
@@ -90,13 +90,14 @@ fn unusable_message(config: &Config, file: &str, kind: &str, name: &str) -> Stri
 
 pub(super) fn check_usable(
     config: &Config,
-    file: &str,
+    what: Routed,
     kind: &str,
     name: &str,
 ) -> Result<(), RouteError> {
-    if config.is_unusable(file, name) {
+    if config.is_unusable(what, name) {
+        // Only an unusable request pays for the message.
         return Err(RouteError::Unusable(unusable_message(
-            config, file, kind, name,
+            config, what, kind, name,
         )));
     }
     Ok(())
@@ -165,7 +166,7 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
         .rotations
         .get(name)
         .ok_or_else(|| RouteError::UnknownRotation(name.to_string()))?;
-    check_usable(config, "rotations.json", "rotation", name)?;
+    check_usable(config, Routed::Rotation, "rotation", name)?;
     let entries = entries(config, rot);
     let mut tried = vec![false; entries.len()];
     let mut attempts = Vec::new();
@@ -177,7 +178,17 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
             Next::Go(i) => i,
             Next::WaitFor(i) => {
                 let e = &entries[i];
-                state.limits.wait_for_slot(e.provider, &e.model.name).await;
+                let limit = state.first_byte_timeout();
+                if let Err(next) = state
+                    .limits
+                    .wait_for_slot(e.provider, &e.model.name, limit)
+                    .await
+                {
+                    return Err(RouteError::Spaced {
+                        target: format!("rotation '{name}'"),
+                        retry_after: next.saturating_duration_since(Instant::now()),
+                    });
+                }
                 i
             }
         };
@@ -278,7 +289,7 @@ pub fn describe(config: &Config) -> Value {
             json!({
                 "model_name": rot.model_name.as_deref().unwrap_or(name),
                 "models": models,
-                "usable": !config.is_unusable("rotations.json", name),
+                "usable": !config.is_unusable(Routed::Rotation, name),
             }),
         );
     }

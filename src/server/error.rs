@@ -149,6 +149,14 @@ impl ApiError {
                         Some("cooling_down"),
                     )
                 },
+                RouteError::Spaced { retry_after, .. } => ErrorParts {
+                    retry_after: Some(*retry_after),
+                    ..parts(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        Some("rate_limit_spacing"),
+                    )
+                },
                 RouteError::AllRateLimited { retry_after, .. } => ErrorParts {
                     retry_after: *retry_after,
                     ..parts(

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::stream::sse_body;
 use crate::api::openai::{ChatRequest, ChatResponse, ModelInfo, ModelList, Usage};
-use crate::config::ProviderKind;
+use crate::config::{ProviderKind, Routed};
 use crate::providers::ChatOutcome;
 use crate::routing::{self, RouteError, Served, Target};
 use crate::state::AppState;
@@ -30,12 +30,12 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Response {
     let unusable: Vec<String> = c
         .rotations
         .keys()
-        .filter(|n| c.is_unusable("rotations.json", n))
+        .filter(|n| c.is_unusable(Routed::Rotation, n))
         .map(|n| format!("rotation/{n}"))
         .chain(
             c.autoselect
                 .keys()
-                .filter(|n| c.is_unusable("autoselect.json", n))
+                .filter(|n| c.is_unusable(Routed::Autoselect, n))
                 .map(|n| format!("autoselect/{n}")),
         )
         .collect();
@@ -226,13 +226,13 @@ pub async fn provider_models(
         "rotations" | "rotation" => {
             return Ok(json_response(
                 StatusCode::OK,
-                &ModelList::new(rotation_models(&state, false)),
+                &ModelList::new(rotation_models(&state, Listing::OwnEndpoint)),
             ))
         }
         "autoselect" | "autoselections" => {
             return Ok(json_response(
                 StatusCode::OK,
-                &ModelList::new(autoselect_models(&state, false)),
+                &ModelList::new(autoselect_models(&state, Listing::OwnEndpoint)),
             ))
         }
         _ => {}
@@ -262,24 +262,37 @@ pub async fn provider_models(
     Ok(json_response(StatusCode::OK, &ModelList::new(models)))
 }
 
-/// `usable_only`: leave out rotations with unresolved references (GET / names them).
-fn rotation_models(state: &AppState, usable_only: bool) -> Vec<ModelInfo> {
-    state
-        .config
-        .rotations
+/// Where a list of rotations or autoselects is served: its ids are what that endpoint's
+/// chat route takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Listing {
+    /// `/api/rotations/models`, `/api/autoselect/models`: bare names, every one of them.
+    OwnEndpoint,
+    /// `/v1/models`: `rotation/NAME`, only the usable ones (GET / names the others).
+    V1,
+}
+
+fn rotation_models(state: &AppState, listing: Listing) -> Vec<ModelInfo> {
+    let c = &state.config;
+    c.rotations
         .keys()
-        .filter(|n| !usable_only || !state.config.is_unusable("rotations.json", n))
-        .map(|n| ModelInfo::new(format!("rotation/{n}"), "aisbf-rotation"))
+        .filter(|n| listing == Listing::OwnEndpoint || !c.is_unusable(Routed::Rotation, n))
+        .map(|n| match listing {
+            Listing::OwnEndpoint => ModelInfo::new(n.clone(), "aisbf-rotation"),
+            Listing::V1 => ModelInfo::new(format!("rotation/{n}"), "aisbf-rotation"),
+        })
         .collect()
 }
 
-fn autoselect_models(state: &AppState, usable_only: bool) -> Vec<ModelInfo> {
-    state
-        .config
-        .autoselect
+fn autoselect_models(state: &AppState, listing: Listing) -> Vec<ModelInfo> {
+    let c = &state.config;
+    c.autoselect
         .keys()
-        .filter(|n| !usable_only || !state.config.is_unusable("autoselect.json", n))
-        .map(|n| ModelInfo::new(format!("autoselect/{n}"), "aisbf-autoselect"))
+        .filter(|n| listing == Listing::OwnEndpoint || !c.is_unusable(Routed::Autoselect, n))
+        .map(|n| match listing {
+            Listing::OwnEndpoint => ModelInfo::new(n.clone(), "aisbf-autoselect"),
+            Listing::V1 => ModelInfo::new(format!("autoselect/{n}"), "aisbf-autoselect"),
+        })
         .collect()
 }
 
@@ -296,7 +309,7 @@ pub async fn all_models(State(state): State<Arc<AppState>>) -> Response {
                 .map(|m| ModelInfo::new(format!("{id}/{}", m.name), id.clone())),
         );
     }
-    data.extend(rotation_models(&state, true));
-    data.extend(autoselect_models(&state, true));
+    data.extend(rotation_models(&state, Listing::V1));
+    data.extend(autoselect_models(&state, Listing::V1));
     json_response(StatusCode::OK, &ModelList::new(data))
 }

@@ -23,7 +23,7 @@ fn event(json: &[u8]) -> Bytes {
 fn usage_event(end: StreamEnd, effective_context: u64) -> Bytes {
     let mut usage = end
         .usage
-        .unwrap_or_else(|| Usage::new(effective_context, end.content_chunks));
+        .unwrap_or_else(|| Usage::new(effective_context, 0));
     usage.effective_context = Some(effective_context);
     let id = if end.id.is_empty() {
         format!("chatcmpl-aisbf-{}", unix_now())

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::{chunked_body, record, serve_app, Fault, Received, Recorder};
+use super::{chunked_body, held_body, record, serve_app, Fault, Received, Recorder};
 
 /// The text answer, as streamed in three deltas.
 pub const REPLY: [&str; 3] = ["Hello", " from", " claude"];
@@ -40,6 +40,8 @@ struct Options {
     error_event: bool,
     /// Caps a model page below the client's `limit`, to exercise paging.
     models_page_cap: Option<usize>,
+    /// Streams stop after the first text delta until this is notified.
+    hold: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[derive(Clone)]
@@ -90,6 +92,14 @@ impl AnthropicMock {
 
     pub fn set_error_event(&self, on: bool) {
         self.opts.lock().unwrap().error_event = on;
+    }
+
+    /// Streams send everything up to the first text delta, then wait for the returned
+    /// gate before the rest.
+    pub fn hold_after_first_text(&self) -> Arc<tokio::sync::Notify> {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        self.opts.lock().unwrap().hold = Some(gate.clone());
+        gate
     }
 
     pub fn set_models_page_cap(&self, cap: Option<usize>) {
@@ -385,6 +395,11 @@ async fn messages(State(s): State<MockState>, req: Request) -> Response {
     }
     if stream {
         let text = stream_text(&model, &tools, &opts.stop_reason, opts.error_event);
+        if let Some(gate) = opts.hold {
+            let delta = text.find("\"text_delta\"").unwrap();
+            let end = delta + text[delta..].find("\n\n").unwrap() + 2;
+            return sse(held_body(pieces(&text[..end]), gate, pieces(&text[end..])));
+        }
         sse(chunked_body(pieces(&text), Duration::from_millis(2), false))
     } else {
         axum::Json(message(&model, &tools, &opts.stop_reason)).into_response()

@@ -383,6 +383,36 @@ pub fn chunked_body(pieces: Vec<Vec<u8>>, pause: Duration, then_fail: bool) -> a
     axum::body::Body::from_stream(stream)
 }
 
+/// A body that sends `head`, then waits until `gate` is notified, then sends `tail`: the test
+/// decides when the rest of an answer exists, so it can check what the client already has.
+pub fn held_body(
+    head: Vec<Vec<u8>>,
+    gate: Arc<tokio::sync::Notify>,
+    tail: Vec<Vec<u8>>,
+) -> axum::body::Body {
+    use futures::StreamExt;
+    let head = futures::stream::iter(head);
+    let tail = futures::stream::once(async move {
+        gate.notified().await;
+        futures::stream::iter(tail)
+    })
+    .flatten();
+    let stream = head
+        .chain(tail)
+        .map(|p| Ok::<_, std::io::Error>(bytes::Bytes::from(p)));
+    axum::body::Body::from_stream(stream)
+}
+
+/// The ids of a `ListModelsResponse`, in order.
+pub fn model_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .expect("a model list")
+        .iter()
+        .map(|m| m["id"].as_str().expect("a string id"))
+        .collect()
+}
+
 // ---------- the official openai Python SDK ----------
 
 /// Runs tests/python/sdk_chat.py (the official `openai` SDK) against aisbf and returns the

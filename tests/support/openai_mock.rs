@@ -1,6 +1,8 @@
 //! A mock OpenAI upstream speaking the real Chat Completions API: `POST /v1/chat/completions`
 //! (JSON, or SSE `data: {chunk}\n\n` ... `data: [DONE]` with events split across writes) and
-//! `GET /v1/models`. It records every request and follows a scripted `Fault`.
+//! `GET /v1/models`. Like the real API it answers 401 without `Authorization: Bearer KEY`
+//! (the exact key once `require_key` names one), and with `include_usage` every chunk carries
+//! `"usage": null` but the last. It records every request and follows a scripted `Fault`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub struct OpenAiMock {
     fault: Arc<Mutex<Fault>>,
     /// Whether streams end with a usage chunk when asked for one.
     send_usage: Arc<Mutex<bool>>,
+    key: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -32,6 +35,8 @@ struct MockState {
     received: Recorder,
     fault: Arc<Mutex<Fault>>,
     send_usage: Arc<Mutex<bool>>,
+    /// The one key accepted; `None`: any non-empty Bearer token.
+    key: Arc<Mutex<Option<String>>>,
 }
 
 impl OpenAiMock {
@@ -39,10 +44,12 @@ impl OpenAiMock {
         let received = Recorder::default();
         let fault = Arc::new(Mutex::new(Fault::None));
         let send_usage = Arc::new(Mutex::new(true));
+        let key = Arc::new(Mutex::new(None));
         let state = MockState {
             received: received.clone(),
             fault: fault.clone(),
             send_usage: send_usage.clone(),
+            key: key.clone(),
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -54,7 +61,13 @@ impl OpenAiMock {
             received,
             fault,
             send_usage,
+            key,
         }
+    }
+
+    /// Only `key` is accepted from now on.
+    pub fn require_key(&self, key: &str) {
+        *self.key.lock().unwrap() = Some(key.to_string());
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -92,7 +105,8 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
 }
 
 /// The SSE events of a streamed answer, as separate writes; the first event is split in two
-/// writes to exercise reassembly.
+/// writes to exercise reassembly. With `usage`, as the real API does with `include_usage`,
+/// every chunk carries `"usage": null` and a last chunk with no choices carries the counts.
 pub fn stream_pieces(model: &str, usage: bool) -> Vec<Vec<u8>> {
     let mut events = vec![chunk(
         model,
@@ -104,6 +118,9 @@ pub fn stream_pieces(model: &str, usage: bool) -> Vec<Vec<u8>> {
     }
     events.push(chunk(model, json!({}), Some("stop")));
     if usage {
+        for e in &mut events {
+            e["usage"] = Value::Null;
+        }
         events.push(json!({
             "id": "chatcmpl-mock1", "object": "chat.completion.chunk", "created": 1_700_000_000,
             "model": model, "choices": [],
@@ -122,8 +139,26 @@ pub fn stream_pieces(model: &str, usage: bool) -> Vec<Vec<u8>> {
     pieces
 }
 
+/// The real API's 401 when the key is missing or wrong.
+fn unauthorized(s: &MockState, r: &super::Received) -> Option<Response> {
+    let given = r
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .filter(|k| !k.is_empty());
+    let message = match (given, s.key.lock().unwrap().as_deref()) {
+        (None, _) => "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).".to_string(),
+        (Some(k), Some(want)) if k != want => format!("Incorrect API key provided: {k}."),
+        _ => return None,
+    };
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+    Some((StatusCode::UNAUTHORIZED, axum::Json(body)).into_response())
+}
+
 async fn chat(State(s): State<MockState>, req: Request) -> Response {
     let r = record(&s.received, req).await;
+    if let Some(denied) = unauthorized(&s, &r) {
+        return denied;
+    }
     let fault = s.fault.lock().unwrap().clone();
     let model = r.body["model"].as_str().unwrap_or("unknown").to_string();
     let stream = r.body["stream"] == json!(true);
@@ -184,7 +219,10 @@ async fn chat(State(s): State<MockState>, req: Request) -> Response {
 }
 
 async fn models(State(s): State<MockState>, req: Request) -> Response {
-    record(&s.received, req).await;
+    let r = record(&s.received, req).await;
+    if let Some(denied) = unauthorized(&s, &r) {
+        return denied;
+    }
     axum::Json(json!({
         "object": "list",
         "data": [
