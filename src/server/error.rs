@@ -125,7 +125,8 @@ impl ApiError {
                 RouteError::UnknownProvider(_)
                 | RouteError::UnknownRotation(_)
                 | RouteError::UnknownAutoselect(_)
-                | RouteError::UnknownModel(_) => parts(
+                | RouteError::UnknownModel(_)
+                | RouteError::UnresolvedAlias { .. } => parts(
                     StatusCode::NOT_FOUND,
                     "not_found_error",
                     Some("model_not_found"),
