@@ -3,6 +3,7 @@
 mod auth;
 pub mod error;
 mod handlers;
+mod messages;
 mod stream;
 
 use std::sync::Arc;
@@ -27,6 +28,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(handlers::health))
         .route("/v1/chat/completions", post(handlers::v1_chat))
         .route("/api/v1/chat/completions", post(handlers::v1_chat))
+        .route("/v1/messages", post(messages::messages))
+        .route("/api/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route(
+            "/api/v1/messages/count_tokens",
+            post(messages::count_tokens),
+        )
         .route("/v1/models", get(handlers::all_models))
         .route("/api/v1/models", get(handlers::all_models))
         .route("/api/models", get(handlers::all_models))
