@@ -399,6 +399,7 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
 pub mod gemini_mock;
 // ---------- routing tests (rotations, autoselect) ----------
 
+pub mod agent_mock;
 pub mod anthropic_mock;
 pub mod condense_mock;
 pub mod scripted_mock;
