@@ -4,6 +4,7 @@
 //! client's own body for an Anthropic target).
 
 #[path = "support/ollama_mock.rs"]
+#[allow(dead_code)] // this test uses only part of the Ollama mock
 mod ollama_mock;
 mod support;
 
