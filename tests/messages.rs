@@ -686,3 +686,71 @@ async fn aliases_are_listed_and_count_tokens_counts_locally() {
         200
     );
 }
+
+// ---------- the official anthropic Python SDK ----------
+
+#[tokio::test]
+async fn the_anthropic_sdk_works_through_aisbf() {
+    let (mock, gw) = openai_gateway().await;
+    let base = gw.url("");
+    let text = anthropic_sdk(&base, "claude-sonnet-4-5", "text").await;
+    assert_eq!(text["text"], "PONG");
+    assert_eq!(text["stop_reason"], "end_turn");
+    assert_eq!(text["usage"]["input_tokens"], 17);
+
+    let stream = anthropic_sdk(&base, "claude-sonnet-4-5", "stream").await;
+    assert_eq!(stream["text"], "PONG");
+    assert_eq!(stream["usage"]["output_tokens"], 5);
+    assert_eq!(stream["events"][0], "message_start");
+    assert_eq!(
+        stream["events"].as_array().unwrap().last().unwrap(),
+        "message_stop"
+    );
+
+    let tools = anthropic_sdk(&base, "claude-sonnet-4-5", "tools").await;
+    assert_eq!(
+        tools["calls"],
+        json!([{"file_path": "/tmp/notes.txt"}, {"file_path": "/tmp/notes.txt"}])
+    );
+    assert_eq!(tools["ids"], json!([TOOL_CALL_ID, TOOL_CALL_ID]));
+    assert_eq!(tools["answer"], "TOOL SAID: the notes say 42");
+    let follow = mock
+        .received
+        .all()
+        .into_iter()
+        .find(|r| {
+            r.body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["role"] == "tool")
+        })
+        .expect("the tool result reached the upstream");
+    let tool_msg = follow.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert_eq!(tool_msg["tool_call_id"], TOOL_CALL_ID);
+
+    let errors = anthropic_sdk(&base, "claude-sonnet-4-5", "errors").await;
+    assert_eq!(errors["not_found"], "NotFoundError");
+    assert_eq!(errors["bad_request"], "BadRequestError");
+    assert!(errors["bad_request_message"]
+        .as_str()
+        .unwrap()
+        .contains("alternate"));
+
+    let limited = OpenAiMock::start().await;
+    limited.set_fault(Fault::RateLimited(30));
+    let gw = Gateway::start_with(ConfigDir::new(json!({
+        "oa": provider("openai", &limited.endpoint, Some("k"), &["m"]),
+    })))
+    .await;
+    let e = anthropic_sdk(&gw.url(""), "oa/m", "error").await;
+    assert_eq!(e, json!({"error": "RateLimitError", "status": 429}));
+    let e = anthropic_sdk(&gw.url(""), "oa/m", "error").await;
+    assert_eq!(e["status"], 503);
+}
