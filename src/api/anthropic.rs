@@ -45,25 +45,38 @@ pub type MessageContent = TextOr<ContentBlock>;
 pub type ToolResultContent = TextOr<ToolResultBlock>;
 
 /// A string, or a list of blocks. Not `#[serde(untagged)]`: its error ("did not match any
-/// variant") would hide which block is wrong; this one names it (`[2]: unknown variant ...`).
+/// variant") would hide which block is wrong, and it buffers the whole value first.
 #[derive(Debug, Clone)]
 pub enum TextOr<T> {
     Text(String),
     Blocks(Vec<T>),
 }
 
-impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for TextOr<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TextOr<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(TextOr::Text(s)),
-            v @ Value::Array(_) => serde_path_to_error::deserialize(v)
-                .map(TextOr::Blocks)
-                .map_err(|e| D::Error::custom(format!("[{}]: {}", e.path(), e.inner()))),
-            _ => Err(D::Error::custom(
-                "expected a string or an array of content blocks",
-            )),
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = TextOr<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content blocks")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(s.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(TextOr::Text(s))
+            }
+            // The blocks straight from the sequence: a path-tracking deserializer above
+            // (serde_path_to_error) still sees each element's index.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(TextOr::Blocks)
+            }
         }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 

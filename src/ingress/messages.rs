@@ -422,7 +422,7 @@ fn message_id(upstream: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     if clean.is_empty() {
-        format!("msg_aisbf{}", unix_now())
+        new_message_id()
     } else {
         format!("msg_{clean}")
     }
@@ -510,10 +510,11 @@ struct ChunkChoice {
 struct ChunkDelta {
     #[serde(default)]
     content: Option<String>,
+    /// Reasoning upstreams' thinking, as the canonical chunks carry it.
+    #[serde(default)]
+    reasoning_content: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<ToolDelta>>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -560,12 +561,52 @@ pub struct StreamTranslator {
     deltas: u64,
 }
 
-fn emit(out: &mut BytesMut, name: &str, data: &Value) {
+fn emit<T: serde::Serialize + ?Sized>(out: &mut BytesMut, name: &str, data: &T) {
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());
     out.put_slice(b"\ndata: ");
-    out.put_slice(&serde_json::to_vec(data).unwrap_or_default());
+    // Serialized straight into the output buffer: no intermediate Value or Vec per event.
+    let _ = serde_json::to_writer((&mut *out).writer(), data);
     out.put_slice(b"\n\n");
+}
+
+/// `content_block_delta`, typed so the hot path builds no JSON tree.
+#[derive(serde::Serialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: DeltaBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type")]
+enum DeltaBody<'a> {
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
+}
+
+fn emit_delta(out: &mut BytesMut, index: u32, delta: DeltaBody<'_>) {
+    emit(
+        out,
+        "content_block_delta",
+        &BlockDelta {
+            kind: "content_block_delta",
+            index,
+            delta,
+        },
+    );
+}
+
+/// A message id unique in this process (time, then a sequence number).
+fn new_message_id() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("msg_aisbf{}x{n}", unix_now())
 }
 
 impl StreamTranslator {
@@ -573,7 +614,7 @@ impl StreamTranslator {
     /// before the first token, so `message_start` carries it).
     pub fn new(model: &str, input_tokens: u64) -> StreamTranslator {
         StreamTranslator {
-            id: format!("msg_aisbf{}", unix_now()),
+            id: new_message_id(),
             model: model.to_string(),
             input_tokens,
             started: false,
@@ -651,29 +692,19 @@ impl StreamTranslator {
             self.finish_reason = choice.finish_reason;
         }
         let delta = choice.delta;
-        if let Some(thinking) = reasoning_of(&delta.extra) {
+        if let Some(thinking) = delta.reasoning_content.as_deref().filter(|t| !t.is_empty()) {
             let index = self.block(
                 out,
                 Block::Thinking,
                 json!({"type": "thinking", "thinking": "", "signature": ""}),
             );
             self.deltas += 1;
-            emit(
-                out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "thinking_delta", "thinking": thinking}}),
-            );
+            emit_delta(out, index, DeltaBody::Thinking { thinking });
         }
         if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
             let index = self.block(out, Block::Text, json!({"type": "text", "text": ""}));
             self.deltas += 1;
-            emit(
-                out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "text_delta", "text": text}}),
-            );
+            emit_delta(out, index, DeltaBody::Text { text });
         }
         for call in delta.tool_calls.unwrap_or_default() {
             self.tool_delta(call, out);
@@ -708,11 +739,12 @@ impl StreamTranslator {
         };
         if let Some(args) = arguments.filter(|a| !a.is_empty()) {
             self.deltas += 1;
-            emit(
+            emit_delta(
                 out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": args}}),
+                index,
+                DeltaBody::InputJson {
+                    partial_json: &args,
+                },
             );
         }
     }
