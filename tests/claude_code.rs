@@ -111,10 +111,19 @@ async fn setup() -> Setup {
 }
 
 /// Runs `claude -p PROMPT` in `cwd` with a fresh HOME, against `base_url`.
-async fn claude(base_url: &str, cwd: &std::path::Path, prompt: &str) -> (bool, String, String) {
+async fn claude(
+    base_url: &str,
+    cwd: &std::path::Path,
+    prompt: &str,
+    model: Option<&str>,
+) -> (bool, String, String) {
     let home = tempfile::tempdir().unwrap();
+    let mut args = vec!["-p", prompt, "--output-format", "text"];
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
     let child = tokio::process::Command::new(claude_bin())
-        .args(["-p", prompt, "--output-format", "text"])
+        .args(args)
         .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -202,7 +211,7 @@ fn assert_only_chat_completions(mock: &AgentMock) {
 async fn claude_code_answers_through_aisbf() {
     let s = setup().await;
     let cwd = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = claude(&s.proxy, cwd.path(), "Reply with PONG").await;
+    let (ok, stdout, stderr) = claude(&s.proxy, cwd.path(), "Reply with PONG", None).await;
     assert!(ok, "claude -p failed\nstdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.contains("PONG"),
@@ -221,7 +230,7 @@ async fn claude_code_runs_a_tool_and_sends_its_result_back() {
     std::fs::write(&notes, "AISBF-TOOL-42\n").unwrap();
     s.mock
         .set_tool("Read", json!({"file_path": notes.to_str().unwrap()}));
-    let (ok, stdout, stderr) = claude(&s.proxy, cwd.path(), "RUN_TOOL: read notes.txt").await;
+    let (ok, stdout, stderr) = claude(&s.proxy, cwd.path(), "RUN_TOOL: read notes.txt", None).await;
     assert!(ok, "claude -p failed\nstdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.contains("TOOL SAID") && stdout.contains("AISBF-TOOL-42"),
@@ -245,4 +254,20 @@ async fn claude_code_runs_a_tool_and_sends_its_result_back() {
             .collect::<Vec<_>>()
     );
     assert_only_chat_completions(&s.mock);
+}
+
+#[tokio::test]
+async fn claude_code_with_a_gateway_model_name() {
+    let s = setup().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) =
+        claude(&s.proxy, cwd.path(), "Reply with PONG", Some("oa/gpt-4o")).await;
+    assert!(ok, "claude -p failed\nstdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("PONG"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_all_2xx(&s.seen);
+    let seen = s.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(_, _, _, m)| m == "oa/gpt-4o"), "{seen:?}");
 }
