@@ -754,3 +754,104 @@ async fn the_anthropic_sdk_works_through_aisbf() {
     let e = anthropic_sdk(&gw.url(""), "oa/m", "error").await;
     assert_eq!(e["status"], 503);
 }
+
+#[tokio::test]
+async fn a_condensed_request_to_an_anthropic_target_takes_the_translated_path() {
+    let mock = AnthropicMock::start().await;
+    let mut p = provider(
+        "anthropic",
+        &mock.endpoint,
+        Some("sk-ant"),
+        &["claude-real"],
+    );
+    p["models"][0] = json!({"name": "claude-real", "context_size": 400, "condense_context": 50,
+                            "condense_method": "algorithmic", "max_tokens": 100});
+    let gw = Gateway::start_with(ConfigDir::new(json!({ "claude": p }))).await;
+    // An old turn full of repeated lines (the algorithmic method folds them); the last
+    // message is small and protected.
+    let log = "ERROR disk full on /var\n".repeat(300);
+    let body = json!({"model": "claude/claude-real", "max_tokens": 50, "future_field": true,
+        "messages": [{"role": "user", "content": format!("Here is a log:\n{log}")},
+                     {"role": "assistant", "content": "I see the log."},
+                     {"role": "user", "content": "What failed?"}]});
+    let resp = post(&gw, "/v1/messages", &body).await;
+    let status = resp.status();
+    let m: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["type"], "message");
+    assert_eq!(
+        m["model"], "claude/claude-real",
+        "translated back: the client's model name"
+    );
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"));
+    let got = mock.received.last();
+    assert!(
+        got.body.get("future_field").is_none(),
+        "not the client's body: {}",
+        got.body
+    );
+    assert!(
+        got.body.to_string().len() < body.to_string().len(),
+        "the upstream got the condensed request"
+    );
+    assert!(m["usage"]["effective_context"].as_u64().unwrap() <= 400);
+}
+
+#[tokio::test]
+async fn an_anthropic_error_event_mid_stream_is_forwarded_once_and_counted() {
+    let mock = AnthropicMock::start().await;
+    mock.set_error_event(true);
+    let gw = Gateway::start_with(ConfigDir::new(json!({
+        "claude": provider("anthropic", &mock.endpoint, Some("sk-ant"), &["claude-real"]),
+    })))
+    .await;
+    let resp = post(&gw, "/v1/messages", &simple("claude/claude-real", true)).await;
+    assert_eq!(resp.status(), 200);
+    let ev = events(&resp.text().await.unwrap());
+    assert_eq!(ev[0].0, "message_start");
+    assert_eq!(ev.iter().filter(|(n, _)| n == "error").count(), 1);
+    assert_eq!(ev.last().unwrap().1["error"]["type"], "overloaded_error");
+    let status = get_json(&gw.url("/")).await;
+    assert_eq!(
+        status["provider_status"]["claude"]["failures"], 1,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn the_anthropic_sdk_works_with_every_target_kind() {
+    let anthropic = AnthropicMock::start().await;
+    let g = GeminiMock::start().await;
+    let o = OllamaMock::start().await;
+    let good = AgentMock::start("rotated").await;
+    let bad = OpenAiMock::start().await;
+    bad.set_fault(Fault::Status(503, "{}".into()));
+    let cfg = ConfigDir::new(json!({
+        "claude": provider("anthropic", &anthropic.endpoint, Some("sk-ant"), &["claude-real"]),
+        "g": provider("google", &g.endpoint, Some("gk"), &["gemini-2.5-flash"]),
+        "local": provider("ollama", &o.endpoint, None, &["llama3.2"]),
+        "good": provider("openai", &good.endpoint, Some("k"), &["m"]),
+        "bad": provider("openai", &bad.endpoint, Some("k"), &["m"]),
+    }));
+    cfg.write(
+        "rotations.json",
+        &json!({"rotations": {"r": {"model_name": "r", "providers": [
+            {"provider_id": "bad", "weight": 1000, "models": [{"name": "m"}]},
+            {"provider_id": "good", "weight": 0, "models": [{"name": "m"}]}]}}}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    for (model, reply) in [
+        (
+            "claude/claude-real",
+            support::anthropic_mock::REPLY.concat(),
+        ),
+        ("g/gemini-2.5-flash", support::gemini_mock::REPLY.concat()),
+        ("local/llama3.2", ollama_mock::REPLY.concat()),
+        ("rotation/r", "rotated".to_string()),
+    ] {
+        let out = anthropic_sdk(&gw.url(""), model, "text").await;
+        assert_eq!(out["text"], reply.as_str(), "{model}: {out}");
+        let out = anthropic_sdk(&gw.url(""), model, "stream").await;
+        assert_eq!(out["text"], reply.as_str(), "{model}: {out}");
+    }
+}

@@ -32,18 +32,20 @@ def raw_events(base_url, body):
     with httpx.stream("POST", base_url + "/v1/messages", json=body, timeout=30,
                       headers={"anthropic-version": "2023-06-01", "x-api-key": "k"}) as r:
         assert r.status_code == 200, r.status_code
-        name = None
+        name, data = None, []
         for line in r.iter_lines():
             if line.startswith("event: "):
                 name = line[len("event: "):]
             elif line.startswith("data: "):
+                data.append(line[len("data: "):])  # one event's data may span several lines
+            elif line == "" and data:
                 assert name, "every event needs its event: line"
-                data = json.loads(line[len("data: "):])
-                assert data["type"] == name, (name, data)
+                event = json.loads("\n".join(data))
+                assert event["type"] == name, (name, event)
                 if name != "ping":
-                    EVENT.validate_python(data)
+                    EVENT.validate_python(event)
                 names.append(name)
-                name = None
+                name, data = None, []
     return names
 
 
