@@ -855,3 +855,22 @@ async fn the_anthropic_sdk_works_with_every_target_kind() {
         assert_eq!(out["text"], reply.as_str(), "{model}: {out}");
     }
 }
+
+#[tokio::test]
+async fn max_tokens_is_lowered_to_the_configured_model_limit() {
+    let mock = AgentMock::start("PONG").await;
+    let mut p = provider("openai", &mock.endpoint, Some("k"), &["gpt-4o"]);
+    p["models"][0]["max_tokens"] = json!(16384);
+    let gw = Gateway::start_with(ConfigDir::new(json!({ "oa": p }))).await;
+    let resp = post(&gw, "/v1/messages", &claude_code_like(false, "oa/gpt-4o")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.received.last().body["max_tokens"], 16384);
+    let mut small = simple("oa/gpt-4o", false);
+    small["max_tokens"] = json!(10);
+    post(&gw, "/v1/messages", &small).await;
+    assert_eq!(
+        mock.received.last().body["max_tokens"],
+        10,
+        "a smaller ask is kept"
+    );
+}

@@ -273,7 +273,10 @@ pub async fn attempt(
     let passthrough = passthrough.filter(|_| before.is_none_or(|m| m == req.messages));
     let result = match passthrough {
         Some(p) => native::call(state, p, &req, model).await,
-        None => call(state, provider.as_ref(), &req, model).await,
+        None => {
+            native::fit_max_tokens(&mut req, entry.or_else(|| config.model(model)));
+            call(state, provider.as_ref(), &req, model).await
+        }
     };
     let outcome = match result {
         Ok(
