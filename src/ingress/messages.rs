@@ -554,8 +554,8 @@ pub struct StreamTranslator {
     finished: bool,
     next_index: u32,
     open: Option<(u32, Block)>,
-    /// Chat Completions tool index → content block index.
-    tools: HashMap<u32, u32>,
+    /// Chat Completions tool index → (content block index, call id).
+    tools: HashMap<u32, (u32, String)>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
     deltas: u64,
@@ -717,9 +717,9 @@ impl StreamTranslator {
             None => (None, None),
         };
         let index = match self.tools.get(&call.index) {
-            // A new id for a known index is a new call (translators that number from 0 each
-            // time); otherwise the fragment continues its call.
-            Some(&i) if call.id.is_none() => i,
+            // A different id at a known index is a new call (translators that number every
+            // call 0); no id, or the same one repeated, continues the call.
+            Some((i, id)) if call.id.as_ref().is_none_or(|new| new == id) => *i,
             _ => {
                 let n = self.tools.len();
                 let id = call.id.unwrap_or_else(|| format!("toolu_aisbf{n}"));
@@ -727,7 +727,7 @@ impl StreamTranslator {
                 self.close(out);
                 self.next_index += 1;
                 self.open = Some((index, Block::Tool(call.index)));
-                self.tools.insert(call.index, index);
+                self.tools.insert(call.index, (index, id.clone()));
                 emit(
                     out,
                     "content_block_start",
@@ -994,6 +994,27 @@ mod tests {
             ev[15].1["usage"],
             json!({"output_tokens": 9, "input_tokens": 40})
         );
+    }
+
+    #[test]
+    fn a_repeated_tool_id_continues_its_call_and_a_new_id_starts_one() {
+        let mut t = StreamTranslator::new("m", 1);
+        let mut out = BytesMut::new();
+        let tool = |id: &str, name: &str, args: &str| {
+            serde_json::to_vec(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": id, "function": {"name": name, "arguments": args}}]}}]}))
+            .unwrap()
+        };
+        t.chunk(&tool("call_a", "f", "{\"x\":"), &mut out);
+        t.chunk(&tool("call_a", "", "1}"), &mut out);
+        t.chunk(&tool("call_b", "g", "{}"), &mut out);
+        t.finish(None, &mut out);
+        let starts: Vec<Value> = events(&out)
+            .into_iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| d["content_block"]["id"].clone())
+            .collect();
+        assert_eq!(starts, [json!("call_a"), json!("call_b")]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::api::native::{NativeFormat, NativeRequest};
 use crate::api::openai::{Message, Usage};
 use crate::ingress::messages::{error_event, from_canonical, to_canonical, StreamTranslator};
 use crate::providers::passthrough::{NativeOutcome, NativeStream};
-use crate::providers::{ChatOutcome, ChatStream, StreamItem};
+use crate::providers::{ChatOutcome, ChatStream, ProviderError, StreamItem};
 use crate::routing::{self, Served, Target};
 use crate::state::AppState;
 
@@ -148,8 +148,24 @@ pub async fn count_tokens(
                 .providers
                 .native(provider, NativeFormat::AnthropicMessages)
             {
-                if let Some(answer) = p.count_tokens(&native(&headers, body, false), model).await {
-                    return Ok(json(answer.map_err(ApiError::from)?));
+                match p.count_tokens(&native(&headers, body, false), model).await {
+                    Some(Ok(answer)) => return Ok(json(answer)),
+                    // An upstream without the endpoint (an Anthropic-compatible proxy) or a
+                    // failing one: the local count still answers.
+                    Some(Err(e))
+                        if e.should_failover()
+                            || matches!(
+                                e,
+                                ProviderError::Upstream {
+                                    status: 404 | 405,
+                                    ..
+                                }
+                            ) =>
+                    {
+                        tracing::debug!("count_tokens upstream failed, counting locally: {e}");
+                    }
+                    Some(Err(e)) => return Err(ApiError::from(e).into()),
+                    None => {}
                 }
             }
             model.clone()
@@ -192,7 +208,7 @@ fn sse(body: Body) -> Response {
 /// One upstream item through the translator; true when the stream is over.
 fn step(
     t: &mut StreamTranslator,
-    item: Option<Result<StreamItem, crate::providers::ProviderError>>,
+    item: Option<Result<StreamItem, ProviderError>>,
     out: &mut BytesMut,
 ) -> bool {
     match item {
