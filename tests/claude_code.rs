@@ -89,10 +89,15 @@ async fn setup() -> Setup {
     let cfg = ConfigDir::new(json!({
         "oa": provider("openai", &mock.endpoint, Some("sk-upstream"), &["gpt-4o"]),
     }));
+    behind_proxy(mock, cfg, "oa/gpt-4o").await
+}
+
+/// aisbf on `cfg` (auth on, every `claude-…` name aliased to `target`) behind the proxy.
+async fn behind_proxy(mock: AgentMock, cfg: ConfigDir, target: &str) -> Setup {
     // Claude Code names its own models (a main one, a small one for side tasks).
     cfg.aisbf(json!({
         "auth": {"enabled": true, "tokens": [GATEWAY_TOKEN]},
-        "model_aliases": {"claude-*": "oa/gpt-4o"},
+        "model_aliases": {"claude-*": target},
     }));
     let gw = Gateway::start_with(cfg).await;
     let seen: Seen = Default::default();
@@ -270,4 +275,49 @@ async fn claude_code_with_a_gateway_model_name() {
     assert_all_2xx(&s.seen);
     let seen = s.seen.lock().unwrap().clone();
     assert!(seen.iter().any(|(_, _, _, m)| m == "oa/gpt-4o"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn claude_code_through_a_rotation_with_a_failing_entry_and_an_autoselect() {
+    let bad = support::openai_mock::OpenAiMock::start().await;
+    bad.set_fault(Fault::Status(500, r#"{"error":{"message":"down"}}"#.into()));
+    let selector = support::scripted_mock::ScriptedMock::start(
+        "<aisbf_model_autoselection>rotation/r</aisbf_model_autoselection>",
+    )
+    .await;
+    for target in ["rotation/r", "autoselect/auto"] {
+        let mock = AgentMock::start("PONG").await;
+        let cfg = ConfigDir::new(json!({
+            "bad": provider("openai", &bad.endpoint, Some("k1"), &["gpt-4o"]),
+            "good": provider("openai", &mock.endpoint, Some("k2"), &["gpt-4o"]),
+            "sel": provider("openai", &selector.endpoint, Some("k3"), &["pick"]),
+        }));
+        cfg.write(
+            "rotations.json",
+            &json!({"rotations": {"r": {"model_name": "r", "providers": [
+                {"provider_id": "bad", "weight": 1000, "models": [{"name": "gpt-4o"}]},
+                {"provider_id": "good", "weight": 0, "models": [{"name": "gpt-4o"}]}]}}}),
+        );
+        cfg.write(
+            "autoselect.json",
+            &json!({"autoselect": {"auto": {"model_name": "auto", "description": "d",
+                "selection_model": "sel/pick", "fallback": "rotation/r",
+                "available_models": [{"model_id": "rotation/r", "description": "everything"}]}}}),
+        );
+        let s = behind_proxy(mock, cfg, target).await;
+        let cwd = tempfile::tempdir().unwrap();
+        let (ok, stdout, stderr) = claude(&s.proxy, cwd.path(), "Reply with PONG", None).await;
+        assert!(
+            ok,
+            "{target}: claude -p failed\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(
+            stdout.contains("PONG"),
+            "{target}: stdout: {stdout}\nstderr: {stderr}"
+        );
+        assert_all_2xx(&s.seen);
+        assert_only_chat_completions(&s.mock);
+    }
+    assert!(bad.received.count() >= 2, "the failing entry was tried");
+    assert!(selector.received.count() >= 1, "the selector chose");
 }
