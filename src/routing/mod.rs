@@ -279,12 +279,9 @@ pub async fn attempt(
         }
     };
     let outcome = match result {
-        Ok(
-            o @ (ChatOutcome::Complete(_)
-            | ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_))),
-        ) => {
+        Ok(ChatOutcome::Complete(r)) => {
             state.health.success(provider_id, model).await;
-            o
+            ChatOutcome::Complete(r)
         }
         Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
             s,
@@ -292,15 +289,8 @@ pub async fn attempt(
             provider_id.to_string(),
             model.to_string(),
         )),
-        Ok(ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(s))) => {
-            ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(
-                native::track(
-                    s,
-                    state.health.clone(),
-                    provider_id.to_string(),
-                    model.to_string(),
-                ),
-            ))
+        Ok(ChatOutcome::Native(n)) => {
+            ChatOutcome::Native(native::tracked(state, n, provider_id, model).await)
         }
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;

@@ -69,9 +69,31 @@ async fn commit_after_first_event(
         .boxed())
 }
 
+/// The health record of a native answer: success now for a complete one, at its end for a
+/// stream (see `track`).
+pub async fn tracked(
+    state: &AppState,
+    outcome: NativeOutcome,
+    provider: &str,
+    model: &str,
+) -> NativeOutcome {
+    match outcome {
+        NativeOutcome::Complete(body) => {
+            state.health.success(provider, model).await;
+            NativeOutcome::Complete(body)
+        }
+        NativeOutcome::Stream(s) => NativeOutcome::Stream(track(
+            s,
+            state.health.clone(),
+            provider.to_string(),
+            model.to_string(),
+        )),
+    }
+}
+
 /// A committed native stream's health record: success at its end, a failure on an error
 /// event or a broken stream. A client that hangs up mid-stream records nothing.
-pub fn track(
+fn track(
     stream: NativeStream,
     health: Arc<Health>,
     provider: String,
