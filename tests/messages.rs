@@ -530,6 +530,13 @@ async fn bad_input_is_an_anthropic_400_naming_the_field() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_anthropic_error(&resp.json().await.unwrap(), "invalid_request_error");
+    let cfg = ConfigDir::new(json!({}));
+    cfg.aisbf(json!({"limits": {"max_body_bytes": 1000}}));
+    let small = Gateway::start_with(cfg).await;
+    let big = json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x".repeat(5000)))]});
+    let resp = post(&small, "/v1/messages", &big).await;
+    assert_eq!(resp.status(), 413);
+    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
     assert_eq!(mock.received.count(), 0, "nothing reached the upstream");
 }
 
@@ -678,6 +685,15 @@ async fn aliases_are_listed_and_count_tokens_counts_locally() {
         .as_u64()
         .unwrap();
     assert!(short > 0 && long > short, "{short} {long}");
+    // Aliases are the /v1 namespace's, Chat Completions included.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "claude-exact", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-aisbf-model"], "gpt-4o");
     // count_tokens does not need max_tokens.
     let mut body = simple("claude-haiku", false);
     body.as_object_mut().unwrap().remove("max_tokens");
