@@ -319,7 +319,10 @@ impl Metrics {
         let (p, m) = provider_model(config, provider, model);
         let usage = match outcome {
             ChatOutcome::Complete(r) => r.usage.as_ref(),
-            ChatOutcome::Stream(_) => {
+            // A native answer's usage is in the client's own format: only its timing is seen.
+            ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_)) => None,
+            ChatOutcome::Stream(_)
+            | ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(_)) => {
                 self.ttft
                     .get_or_create(&ProviderModel {
                         provider: p.clone(),

@@ -103,6 +103,7 @@ impl Asker<'_> {
             stream: None,
             extra,
             anthropic_beta: None,
+            native: None,
         };
         let text = self.caller.complete(self.who, req).await?;
         let text = text.trim();

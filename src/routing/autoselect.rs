@@ -211,6 +211,7 @@ async fn select(
             stream: Some(false),
             extra,
             anthropic_beta: None,
+            native: None,
         };
         serve_plain(state, target, req)
             .await?
@@ -346,6 +347,7 @@ mod tests {
             stream: None,
             extra: Extra::new(),
             anthropic_beta: None,
+            native: None,
         };
         let p = user_prompt(&cfg(), "p/general", &req);
         assert!(p.starts_with("<aisbf_current_task>\n"));

@@ -6,6 +6,7 @@ mod conn;
 pub mod error;
 mod handlers;
 pub mod live;
+mod messages;
 pub mod observe;
 mod stream;
 
@@ -37,6 +38,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/v1/chat/completions", post(handlers::v1_chat))
         .route("/api/v1/chat/completions", post(handlers::v1_chat))
+        .route("/v1/messages", post(messages::messages))
+        .route("/api/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route(
+            "/api/v1/messages/count_tokens",
+            post(messages::count_tokens),
+        )
         .route("/v1/models", get(handlers::all_models))
         .route("/api/v1/models", get(handlers::all_models))
         .route("/api/models", get(handlers::all_models))
