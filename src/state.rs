@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::config::StateBackend;
 use crate::context::tokens::TokenCounter;
 use crate::context::ContextState;
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
-use crate::routing::health::Health;
+use crate::routing::health::{self, Health};
 use crate::routing::ratelimit::RateLimits;
+use crate::routing::shared_state::{Redis, RedisHealth, RedisSpacing};
 
 pub struct AppState {
     pub config: Config,
@@ -22,6 +24,8 @@ pub struct AppState {
     pub selector: Selector,
     /// Condensation prompts (config dir overrides read once) and counters.
     pub context: ContextState,
+    /// The shared state backend (`state.backend: "redis"`); `None` = this process only.
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl AppState {
@@ -35,9 +39,22 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let providers = Registry::build(&config, &http);
+        let redis = shared_backend(&config);
+        let health = match &redis {
+            Some(r) => Health::with_store(
+                &config,
+                Arc::new(RedisHealth::new(r.clone(), health::memory_store(&config))),
+            ),
+            None => Health::in_memory(&config),
+        };
+        let mut limits = RateLimits::build(&config);
+        if let Some(r) = &redis {
+            limits = limits.with_shared(Arc::new(RedisSpacing::new(r.clone())));
+        }
         Ok(Arc::new(AppState {
-            health: Arc::new(Health::in_memory(&config)),
-            limits: RateLimits::build(&config),
+            health: Arc::new(health),
+            limits,
+            redis,
             selector: Selector::new(&config),
             providers,
             tokens: TokenCounter::for_models(configured_models(&config)),
@@ -49,6 +66,32 @@ impl AppState {
 
     pub fn first_byte_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.timeouts.first_byte_seconds)
+    }
+
+    /// `GET /`'s `state`: which backend holds health and spacing, and whether it answers.
+    pub fn state_status(&self) -> serde_json::Value {
+        let status = match &self.redis {
+            Some(r) if !r.backend_up() => "degraded",
+            _ => "ok",
+        };
+        serde_json::json!({"backend": self.config.state.backend.name(), "status": status})
+    }
+}
+
+/// The Redis client of `state.backend: "redis"` (no I/O yet: a Redis that is down at startup
+/// leaves the server up, on local state). The URL was validated at load, so a failure here is
+/// unexpected; it is logged and the process runs on local state rather than not at all.
+fn shared_backend(config: &Config) -> Option<Arc<Redis>> {
+    if config.state.backend != StateBackend::Redis {
+        return None;
+    }
+    let url = config.state.redis_url.as_ref()?;
+    match Redis::connect(url.expose(), &config.state.key_prefix) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!("cannot use the redis state backend, running on local state: {e}");
+            None
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Error tracking: consecutive provider-side failures put a provider (or one of its models)
 //! in cooldown; one success resets the count; a 429 cools it at once until `Retry-After`.
 //!
-//! The counters sit behind `HealthStore` (in memory now, Redis later for several instances);
+//! The counters sit behind `HealthStore` (in memory, or on Redis for several instances:
+//! `shared_state::RedisHealth`);
 //! `Health` holds the policy taken from the configuration once: which key a (provider, model)
 //! pair is tracked under and how long its cooldown is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -191,7 +193,8 @@ struct Scope {
 
 /// Error tracking for the whole gateway: policy from the configuration plus a store.
 pub struct Health {
-    store: Box<dyn HealthStore>,
+    /// An `Arc` so a reload can hand the same counters to the new state.
+    store: Arc<dyn HealthStore>,
     scopes: HashMap<String, Scope>,
     max_failures: u32,
 }
@@ -217,16 +220,14 @@ fn secs(v: f64) -> Duration {
 impl Health {
     /// The policy of `config` with the in-memory store.
     pub fn in_memory(config: &Config) -> Health {
-        let scopes = scopes(config);
-        let keys = scopes
-            .values()
-            .flat_map(|s| {
-                std::iter::once(s.key.clone()).chain(s.models.values().map(|m| m.0.clone()))
-            })
-            .collect::<Vec<_>>();
+        Health::with_store(config, Arc::new(memory_store(config)))
+    }
+
+    /// The policy of `config` with `store` (shared, or handed over from a previous state).
+    pub fn with_store(config: &Config, store: Arc<dyn HealthStore>) -> Health {
         Health {
-            store: Box::new(MemoryStore::new(keys)),
-            scopes,
+            store,
+            scopes: scopes(config),
             max_failures: config.error_tracking.max_failures.max(1),
         }
     }
@@ -297,6 +298,15 @@ impl Health {
         }
         out
     }
+}
+
+/// An in-memory store with a slot for every key `config` tracks.
+pub fn memory_store(config: &Config) -> MemoryStore {
+    let keys = scopes(config)
+        .into_values()
+        .flat_map(|s| std::iter::once(s.key).chain(s.models.into_values().map(|m| m.0)))
+        .collect::<Vec<_>>();
+    MemoryStore::new(keys)
 }
 
 /// Which keys exist and their cooldowns: a model's `error_cooldown` (in providers.json or in a

@@ -6,6 +6,7 @@ pub mod autoselect;
 pub mod health;
 pub mod ratelimit;
 pub mod rotation;
+pub mod shared_state;
 
 use std::sync::Arc;
 use std::time::Duration;

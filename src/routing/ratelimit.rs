@@ -7,14 +7,21 @@
 //! its GCRA answers "may I go now", while a rotation needs "which of these keys is free, and
 //! when is the earliest one free" plus a reservation of that exact slot, which is a dozen
 //! lines on one atomic per key.
+//!
+//! With `state.backend: "redis"` the decision is taken on Redis (`SharedSpacing`), so the
+//! spacing holds across every instance; the local gate decides while Redis is unavailable.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shared_state::SharedSpacing;
 use crate::config::Config;
 
 struct Gate {
+    /// `provider` or `provider/model`: the name of the shared key.
+    key: String,
     interval: u64,
     /// Nanoseconds since `RateLimits::base` of the next free slot.
     next: AtomicU64,
@@ -38,22 +45,6 @@ impl Gate {
             }
         }
     }
-
-    fn reserve(&self, now: u64) -> u64 {
-        let mut cur = self.next.load(Ordering::Acquire);
-        loop {
-            let slot = cur.max(now);
-            match self.next.compare_exchange_weak(
-                cur,
-                slot + self.interval,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return slot,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
 }
 
 #[derive(Default)]
@@ -67,11 +58,13 @@ struct Scope {
 pub struct RateLimits {
     base: Instant,
     scopes: HashMap<String, Scope>,
+    shared: Option<Arc<dyn SharedSpacing>>,
 }
 
-fn gate(seconds: f64) -> Option<Gate> {
+fn gate(key: String, seconds: f64) -> Option<Gate> {
     let d = Duration::try_from_secs_f64(seconds).ok()?;
     (!d.is_zero()).then(|| Gate {
+        key,
         interval: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4),
         next: AtomicU64::new(0),
     })
@@ -107,10 +100,10 @@ impl RateLimits {
             .into_iter()
             .map(|(id, (p, models))| {
                 let scope = Scope {
-                    provider: gate(p),
+                    provider: gate(id.to_string(), p),
                     models: models
                         .into_iter()
-                        .filter_map(|(m, s)| Some((m.to_string(), gate(s)?)))
+                        .filter_map(|(m, s)| Some((m.to_string(), gate(format!("{id}/{m}"), s)?)))
                         .collect(),
                 };
                 (id.to_string(), scope)
@@ -119,7 +112,26 @@ impl RateLimits {
         RateLimits {
             base: Instant::now(),
             scopes,
+            shared: None,
         }
+    }
+
+    /// Takes the spacing decisions on `shared` (several instances), the local gates standing
+    /// in while it is unavailable.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedSpacing>) -> RateLimits {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Takes `g`'s slot if it is free now, else says when it is.
+    async fn take(&self, g: &Gate) -> Result<(), Instant> {
+        if let Some(shared) = &self.shared {
+            let interval = Duration::from_nanos(g.interval);
+            if let Some(taken) = shared.try_take(&g.key, interval).await {
+                return taken.map_err(|wait| Instant::now() + wait);
+            }
+        }
+        g.try_acquire(self.now()).map_err(|ns| self.instant(ns))
     }
 
     fn gate(&self, provider: &str, model: &str) -> Option<&Gate> {
@@ -136,29 +148,37 @@ impl RateLimits {
     }
 
     /// Takes the slot if it is free now; otherwise says when the next one is.
-    pub fn try_acquire(&self, provider: &str, model: &str) -> Result<(), Instant> {
+    pub async fn try_acquire(&self, provider: &str, model: &str) -> Result<(), Instant> {
         match self.gate(provider, model) {
             None => Ok(()),
-            Some(g) => g.try_acquire(self.now()).map_err(|ns| self.instant(ns)),
+            Some(g) => self.take(g).await,
         }
     }
 
     /// When the key is next free (`None`: free now), without taking anything.
-    pub fn next_free(&self, provider: &str, model: &str) -> Option<Instant> {
+    pub async fn next_free(&self, provider: &str, model: &str) -> Option<Instant> {
         let g = self.gate(provider, model)?;
+        if let Some(shared) = &self.shared {
+            if let Some(wait) = shared.until_free(&g.key).await {
+                return wait.map(|w| Instant::now() + w);
+            }
+        }
         let next = g.next.load(Ordering::Acquire);
         (next > self.now()).then(|| self.instant(next))
     }
 
-    /// Reserves the earliest slot and waits for it. Other keys are never blocked.
+    /// Waits for the key's next free slot and takes it. The slot is taken only once it is
+    /// free (a shared "next free" instant cannot be reserved ahead by one instance without the
+    /// others seeing it as taken), so a waiter that goes away holds nothing. Other keys are
+    /// never blocked.
     pub async fn wait_for_slot(&self, provider: &str, model: &str) {
         let Some(g) = self.gate(provider, model) else {
             return;
         };
-        let now = self.now();
-        let slot = g.reserve(now);
-        if slot > now {
-            tokio::time::sleep_until(self.instant(slot).into()).await;
+        // Another waiter (here or on another instance) may take this slot first: then the
+        // loop waits for the next.
+        while let Err(next) = self.take(g).await {
+            tokio::time::sleep_until(next.into()).await;
         }
     }
 }
@@ -168,15 +188,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spacing_and_reservation() {
-        let g = gate(1.0).unwrap();
+    fn spacing() {
+        let g = gate("p".into(), 1.0).unwrap();
         let s = 1_000_000_000;
         assert!(g.try_acquire(0).is_ok());
         assert_eq!(g.try_acquire(s / 2), Err(s));
         assert!(g.try_acquire(s).is_ok());
-        // Two waiters get consecutive slots, never the same one.
-        assert_eq!(g.reserve(s + 1), 2 * s);
-        assert_eq!(g.reserve(s + 1), 3 * s);
-        assert!(gate(0.0).is_none());
+        assert!(gate("p".into(), 0.0).is_none());
     }
 }

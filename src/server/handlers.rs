@@ -50,6 +50,7 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Response {
             "unsupported_providers": unsupported,
             "unusable": unusable,
             "provider_status": state.health.status().await,
+            "state": state.state_status(),
         }),
     )
 }
