@@ -450,3 +450,46 @@ async fn the_state_section_is_validated_once_at_load() {
         json!({"backend": "memory", "status": "ok"})
     );
 }
+
+#[tokio::test]
+async fn an_autoselect_choice_made_by_one_instance_is_reused_by_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let selector = support::scripted_mock::ScriptedMock::start(
+        "<aisbf_model_autoselection>c/code-1</aisbf_model_autoselection>",
+    )
+    .await;
+    let coder = OpenAiMock::start().await;
+    let providers = json!({
+        "sel": provider("openai", &selector.endpoint, Some("sk-sel"), &["pick"]),
+        "c": provider("openai", &coder.endpoint, Some(KEY), &["code-1"]),
+    });
+    let mut gws = Vec::new();
+    for _ in 0..2 {
+        let cfg = ConfigDir::new(providers.clone());
+        cfg.aisbf(json!({"state": state_section(&redis.url())}));
+        cfg.write(
+            "autoselect.json",
+            &json!({"autoselect": {"auto": {
+                "selection_model": "sel/pick",
+                "fallback": "c/code-1",
+                "available_models": [{"model_id": "c/code-1", "description": "code"}]
+            }}}),
+        );
+        gws.push(Gateway::start_with(cfg).await);
+    }
+    for gw in &gws {
+        let resp = chat(gw, "autoselect/auto").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-aisbf-provider"], "c");
+    }
+    assert_eq!(selector.received.count(), 1, "B reused A's selection");
+    assert_eq!(coder.received.count(), 2);
+    let keys = redis.keys();
+    let cached = keys
+        .iter()
+        .find(|(k, _)| k.starts_with(&format!("{PREFIX}autoselect:auto:")))
+        .expect("the choice is on Redis");
+    assert!(cached.1 > 0 && cached.1 <= 60_000, "{cached:?}");
+}

@@ -111,6 +111,7 @@ fn parse_request(
             "'messages' must contain at least one message".into(),
         ));
     }
+    req.validate().map_err(ApiError::BadRequest)?;
     Ok(req)
 }
 
