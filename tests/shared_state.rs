@@ -320,11 +320,41 @@ async fn rate_limit_spacing_holds_across_instances() {
     );
 }
 
+/// This thread's log lines (a current-thread test runtime runs every task here, the
+/// gateways' included), so parallel tests do not mix their lines in.
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = Buf(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(move || writer.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+fn count(logs: &Mutex<Vec<u8>>, needle: &str) -> usize {
+    String::from_utf8_lossy(&logs.lock().unwrap())
+        .matches(needle)
+        .count()
+}
+
 #[tokio::test]
 async fn redis_killed_mid_run_degrades_then_recovers() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
+    let (logs, _guard) = capture_logs();
     let m = OpenAiMock::start().await;
     let providers = json!({"p": provider("openai", &m.endpoint, Some(KEY), &["m"])});
     let (a, b) = pair(
@@ -363,6 +393,9 @@ async fn redis_killed_mid_run_degrades_then_recovers() {
         );
     }
 
+    // Warned once per instance for the whole outage, however many requests it served.
+    assert_eq!(count(&logs, "state backend redis is unavailable"), 2);
+
     redis.spawn();
     let back = Instant::now();
     for gw in [&a, &b] {
@@ -377,6 +410,7 @@ async fn redis_killed_mid_run_degrades_then_recovers() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    assert_eq!(count(&logs, "state backend redis answers again"), 2);
     // Shared again: failures through A (recorded on the new, empty Redis) cool p for B.
     m.set_fault(Fault::Status(500, "{}".into()));
     for _ in 0..2 {
@@ -492,4 +526,58 @@ async fn an_autoselect_choice_made_by_one_instance_is_reused_by_the_other() {
         .find(|(k, _)| k.starts_with(&format!("{PREFIX}autoselect:auto:")))
         .expect("the choice is on Redis");
     assert!(cached.1 > 0 && cached.1 <= 60_000, "{cached:?}");
+}
+
+/// The Redis store decides exactly as the in-memory one, call for call (the sequence of
+/// `health.rs`'s unit tests), on a real Redis.
+#[tokio::test]
+async fn the_redis_store_decides_like_the_memory_store() {
+    use aisbf::routing::health::{Failure, HealthStore, MemoryStore};
+    use aisbf::routing::shared_state::{Redis, RedisHealth};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Redis::connect(&redis.url(), PREFIX).unwrap();
+    let shared = RedisHealth::new(
+        backend.clone(),
+        MemoryStore::new(["p".to_string(), "q".to_string()]),
+    );
+    let memory = MemoryStore::new(["p".to_string(), "q".to_string()]);
+    let stores: [&dyn HealthStore; 2] = [&memory, &shared];
+    let cd = Duration::from_secs(60);
+    for s in stores {
+        assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
+        assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
+        assert_eq!(s.status("p").await.failures, 2);
+        s.record_success("p").await;
+        assert_eq!(s.status("p").await.failures, 0);
+        assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
+        assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
+        assert!(s.cooling_until("p").await.is_none());
+        assert!(
+            s.record_failure("p", Failure::Fault, 3, cd).await,
+            "the 3rd trips it"
+        );
+        let left = s.cooling_until("p").await.expect("cooling");
+        let left = left.duration_since(std::time::SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(55) && left <= cd, "{left:?}");
+        let st = s.status("p").await;
+        assert_eq!((st.state, st.failures), ("cooling", 0));
+        // Failures of requests still in flight neither restart nor extend it.
+        for _ in 0..5 {
+            assert!(!s.record_failure("p", Failure::Fault, 3, cd).await);
+            let rl = Failure::RateLimited(Some(Duration::from_secs(600)));
+            assert!(!s.record_failure("p", rl, 3, cd).await);
+        }
+        assert!(s.cooling_until("p").await.unwrap() < std::time::SystemTime::now() + cd);
+        // A 429 cools at once, for its Retry-After.
+        let rl = Failure::RateLimited(Some(Duration::from_secs(7)));
+        assert!(s.record_failure("q", rl, 3, cd).await);
+        let left = s.cooling_until("q").await.unwrap();
+        let left = left.duration_since(std::time::SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(5) && left <= Duration::from_secs(7));
+    }
+    // Decided on Redis, not on the local fallback (which would agree trivially).
+    assert!(backend.backend_up());
+    assert_keys_prefixed_and_expiring(&redis);
 }
