@@ -285,7 +285,7 @@ async fn rate_limit_spacing_holds_across_instances() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    const SPACING: f64 = 0.5;
+    const SPACING: f64 = 1.0;
     let (endpoint, arrivals) = timestamp_mock().await;
     let mut p = provider("openai", &endpoint, Some(KEY), &["m"]);
     p["rate_limit"] = json!(SPACING);
@@ -297,10 +297,11 @@ async fn rate_limit_spacing_holds_across_instances() {
     )
     .await;
     let gap = smallest_gap([&a, &b], 3, &arrivals).await;
-    // Timers fire late, never early; the margin covers only loopback jitter between the
-    // slot being taken and the request reaching the mock.
+    // Timers fire late, never early; the margin covers the delay between a slot being taken
+    // and the request reaching the mock on a loaded machine (without shared state the gap
+    // is ~0, see below).
     assert!(
-        gap >= Duration::from_secs_f64(SPACING - 0.05),
+        gap >= Duration::from_secs_f64(SPACING - 0.25),
         "two requests {gap:?} apart, spacing {SPACING}s"
     );
     assert_keys_prefixed_and_expiring(&redis);
@@ -315,7 +316,7 @@ async fn rate_limit_spacing_holds_across_instances() {
     let b = Gateway::start_with(ConfigDir::new(providers)).await;
     let gap = smallest_gap([&a, &b], 1, &arrivals).await;
     assert!(
-        gap < Duration::from_secs_f64(SPACING - 0.05),
+        gap < Duration::from_secs_f64(SPACING - 0.25),
         "memory state is per instance ({gap:?})"
     );
 }

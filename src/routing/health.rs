@@ -232,6 +232,11 @@ impl Health {
         }
     }
 
+    /// The counters, to hand to the state a reload builds (`Health::with_store`).
+    pub fn store(&self) -> Arc<dyn HealthStore> {
+        self.store.clone()
+    }
+
     /// The key and cooldown `provider`/`model` is tracked under.
     fn key(&self, provider: &str, model: &str) -> Option<(&str, Duration)> {
         let scope = self.scopes.get(provider)?;
