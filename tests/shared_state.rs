@@ -101,6 +101,18 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP / SIGCONT: a Redis that accepts bytes but does not answer (slow, not gone).
+    fn pause(&self, paused: bool) {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32);
+        let sig = if paused {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(pid, sig).unwrap();
+    }
+
     fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
@@ -123,6 +135,13 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A paused server would not die of SIGKILL any later, but let it run first.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
         self.kill();
     }
 }
@@ -420,6 +439,42 @@ async fn redis_killed_mid_run_degrades_then_recovers() {
     let before = m.received.count();
     assert_eq!(chat(&b, "p/m").await.status(), 503);
     assert_eq!(m.received.count(), before, "B skips the provider again");
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_costs_at_most_the_call_bound() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let m = OpenAiMock::start().await;
+    let providers = json!({"p": provider("openai", &m.endpoint, Some(KEY), &["m"])});
+    let (a, b) = pair(
+        &providers,
+        &redis,
+        json!({"max_failures": 2, "cooldown_seconds": 60}),
+    )
+    .await;
+    assert_eq!(chat(&a, "p/m").await.status(), 200);
+
+    redis.pause(true);
+    for gw in [&a, &b] {
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert_eq!(chat(gw, "p/m").await.status(), 200);
+            // One call times out (500 ms), then the instance is on local state.
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+        assert_eq!(state_of(gw).await["status"], "degraded");
+    }
+    redis.pause(false);
+    let back = Instant::now();
+    for gw in [&a, &b] {
+        while state_of(gw).await["status"] != "ok" {
+            assert!(back.elapsed() < Duration::from_secs(20), "recovers");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(chat(&b, "p/m").await.status(), 200);
 }
 
 #[tokio::test]
