@@ -430,6 +430,10 @@ async fn redis_killed_mid_run_degrades_then_recovers() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    eprintln!(
+        "back on shared state {:?} after Redis returned",
+        back.elapsed()
+    );
     assert_eq!(count(&logs, "state backend redis answers again"), 2);
     // Shared again: failures through A (recorded on the new, empty Redis) cool p for B.
     m.set_fault(Fault::Status(500, "{}".into()));

@@ -3,7 +3,8 @@
 //!
 //! Each limited key holds one atomic "next allowed instant". A request either takes a free
 //! slot without waiting (`try_acquire`, what a rotation does so it can skip a busy entry) or
-//! reserves the earliest slot and sleeps until it (`reserve`). We do not use `governor`:
+//! sleeps until the slot is free and takes it then (`wait_for_slot`): nothing is
+//! reserved while sleeping, so a client that hangs up holds no slot. We do not use `governor`:
 //! its GCRA answers "may I go now", while a rotation needs "which of these keys is free, and
 //! when is the earliest one free" plus a reservation of that exact slot, which is a dozen
 //! lines on one atomic per key.
