@@ -43,7 +43,10 @@ impl AppState {
         let health = match &redis {
             Some(r) => Health::with_store(
                 &config,
-                Arc::new(RedisHealth::new(r.clone(), health::memory_store(&config))),
+                Box::new(RedisHealth::new(
+                    r.clone(),
+                    Box::new(health::memory_store(&config)),
+                )),
             ),
             None => Health::in_memory(&config),
         };

@@ -600,7 +600,7 @@ async fn the_redis_store_decides_like_the_memory_store() {
     let backend = Redis::connect(&redis.url(), PREFIX).unwrap();
     let shared = RedisHealth::new(
         backend.clone(),
-        MemoryStore::new(["p".to_string(), "q".to_string()]),
+        Box::new(MemoryStore::new(["p".to_string(), "q".to_string()])),
     );
     let memory = MemoryStore::new(["p".to_string(), "q".to_string()]);
     let stores: [&dyn HealthStore; 2] = [&memory, &shared];

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -193,8 +192,7 @@ struct Scope {
 
 /// Error tracking for the whole gateway: policy from the configuration plus a store.
 pub struct Health {
-    /// An `Arc` so a reload can hand the same counters to the new state.
-    store: Arc<dyn HealthStore>,
+    store: Box<dyn HealthStore>,
     scopes: HashMap<String, Scope>,
     max_failures: u32,
 }
@@ -220,21 +218,18 @@ fn secs(v: f64) -> Duration {
 impl Health {
     /// The policy of `config` with the in-memory store.
     pub fn in_memory(config: &Config) -> Health {
-        Health::with_store(config, Arc::new(memory_store(config)))
-    }
-
-    /// The policy of `config` with `store` (shared, or handed over from a previous state).
-    pub fn with_store(config: &Config, store: Arc<dyn HealthStore>) -> Health {
+        let scopes = scopes(config);
+        let keys = scopes
+            .values()
+            .flat_map(|s| {
+                std::iter::once(s.key.clone()).chain(s.models.values().map(|m| m.0.clone()))
+            })
+            .collect::<Vec<_>>();
         Health {
-            store,
-            scopes: scopes(config),
+            store: Box::new(MemoryStore::new(keys)),
+            scopes,
             max_failures: config.error_tracking.max_failures.max(1),
         }
-    }
-
-    /// The counters, to hand to the state a reload builds (`Health::with_store`).
-    pub fn store(&self) -> Arc<dyn HealthStore> {
-        self.store.clone()
     }
 
     /// The key and cooldown `provider`/`model` is tracked under.
@@ -282,6 +277,15 @@ impl Health {
         }
     }
 
+    /// The policy of `config` with `store` (on Redis: `shared_state::RedisHealth`).
+    pub fn with_store(config: &Config, store: Box<dyn HealthStore>) -> Health {
+        Health {
+            store,
+            scopes: scopes(config),
+            max_failures: config.error_tracking.max_failures.max(1),
+        }
+    }
+
     /// Every tracked key's state, providers first, for `GET /`.
     pub async fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
@@ -303,15 +307,6 @@ impl Health {
         }
         out
     }
-}
-
-/// An in-memory store with a slot for every key `config` tracks.
-pub fn memory_store(config: &Config) -> MemoryStore {
-    let keys = scopes(config)
-        .into_values()
-        .flat_map(|s| std::iter::once(s.key).chain(s.models.into_values().map(|m| m.0)))
-        .collect::<Vec<_>>();
-    MemoryStore::new(keys)
 }
 
 /// Which keys exist and their cooldowns: a model's `error_cooldown` (in providers.json or in a
@@ -355,6 +350,16 @@ fn scopes(config: &Config) -> HashMap<String, Scope> {
         }
     }
     scopes
+}
+
+/// An in-memory store with a slot for every key `config` tracks (the local fallback of a
+/// shared store).
+pub fn memory_store(config: &Config) -> MemoryStore {
+    let keys = scopes(config)
+        .into_values()
+        .flat_map(|s| std::iter::once(s.key).chain(s.models.into_values().map(|m| m.0)))
+        .collect::<Vec<_>>();
+    MemoryStore::new(keys)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::health::{Failure, HealthStore, KeyStatus, MemoryStore};
+use super::health::{Failure, HealthStore, KeyStatus};
 
 /// The bound of every Redis call (the contract says ≤ 500 ms).
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -197,11 +197,12 @@ return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[2])
 /// are read as the key's remaining TTL, so instances with skewed clocks agree.
 pub struct RedisHealth {
     redis: Arc<Redis>,
-    local: MemoryStore,
+    /// The fallback (a `MemoryStore`), behind the trait so a reload can rebuild it.
+    local: Box<dyn HealthStore>,
 }
 
 impl RedisHealth {
-    pub fn new(redis: Arc<Redis>, local: MemoryStore) -> RedisHealth {
+    pub fn new(redis: Arc<Redis>, local: Box<dyn HealthStore>) -> RedisHealth {
         RedisHealth { redis, local }
     }
 
