@@ -40,23 +40,9 @@ impl AppState {
             .build()?;
         let providers = Registry::build(&config, &http);
         let redis = shared_backend(&config);
-        let health = match &redis {
-            Some(r) => Health::with_store(
-                &config,
-                Box::new(RedisHealth::new(
-                    r.clone(),
-                    Box::new(health::memory_store(&config)),
-                )),
-            ),
-            None => Health::in_memory(&config),
-        };
-        let mut limits = RateLimits::build(&config);
-        if let Some(r) = &redis {
-            limits = limits.with_shared(Arc::new(RedisSpacing::new(r.clone())));
-        }
         Ok(Arc::new(AppState {
-            health: Arc::new(health),
-            limits,
+            health: Arc::new(health_for(&config, redis.as_ref())),
+            limits: limits_for(&config, redis.as_ref()),
             redis,
             selector: Selector::new(&config),
             providers,
@@ -78,6 +64,26 @@ impl AppState {
             _ => "ok",
         };
         serde_json::json!({"backend": self.config.state.backend.name(), "status": status})
+    }
+}
+
+/// Error tracking on the shared backend when there is one, else in memory.
+fn health_for(config: &Config, redis: Option<&Arc<Redis>>) -> Health {
+    match redis {
+        Some(r) => {
+            let local = Box::new(health::memory_store(config));
+            Health::with_store(config, Box::new(RedisHealth::new(r.clone(), local)))
+        }
+        None => Health::in_memory(config),
+    }
+}
+
+/// `rate_limit` spacing, decided on the shared backend when there is one.
+fn limits_for(config: &Config, redis: Option<&Arc<Redis>>) -> RateLimits {
+    let limits = RateLimits::build(config);
+    match redis {
+        Some(r) => limits.with_shared(Arc::new(RedisSpacing::new(r.clone()))),
+        None => limits,
     }
 }
 
