@@ -113,6 +113,8 @@ pub struct Metrics {
     condensations: Family<CondenseLabels, Counter>,
     autoselect: Family<AutoselectLabels, Counter>,
     inflight: Gauge,
+    /// 1 while the state backend answers (always for `memory`), 0 while Redis is down.
+    state_backend_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -194,6 +196,7 @@ impl Metrics {
             condensations: Family::default(),
             autoselect: Family::default(),
             inflight: Gauge::default(),
+            state_backend_up: Gauge::default(),
             registry: Registry::default(),
         };
         // The counter type adds `_total` to these names.
@@ -244,11 +247,18 @@ impl Metrics {
             "Requests whose response has not ended",
             m.inflight.clone(),
         );
+        registry.register(
+            "aisbf_state_backend_up",
+            "1 while the state backend (memory, or Redis) answers, 0 while Redis is down",
+            m.state_backend_up.clone(),
+        );
         Metrics { registry, ..m }
     }
 
-    /// The exposition, after setting `aisbf_provider_up` from `up` (provider id, serving).
-    pub fn render(&self, up: impl IntoIterator<Item = (String, bool)>) -> String {
+    /// The exposition, after setting `aisbf_provider_up` from `up` (provider id, serving)
+    /// and `aisbf_state_backend_up` from `backend_up`.
+    pub fn render(&self, up: impl IntoIterator<Item = (String, bool)>, backend_up: bool) -> String {
+        self.state_backend_up.set(i64::from(backend_up));
         // Providers a reload removed must not linger as series.
         self.provider_up.clear();
         for (provider, serving) in up {

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::config::StateBackend;
 use crate::context::tokens::TokenCounter;
 use crate::context::ContextState;
 use crate::metrics::Metrics;
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
-use crate::routing::health::Health;
+use crate::routing::health::{self, Health};
 use crate::routing::ratelimit::RateLimits;
+use crate::routing::shared_state::{Redis, RedisHealth, RedisSpacing};
 
 pub struct AppState {
     pub config: Config,
@@ -26,17 +28,21 @@ pub struct AppState {
     pub context: ContextState,
     /// Prometheus series; the same registry across reloads, so counters survive them.
     pub metrics: Arc<Metrics>,
+    /// The shared state backend (`state.backend: "redis"`); `None` = this process only.
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl AppState {
     pub fn build(config: Config) -> Result<Arc<AppState>, reqwest::Error> {
-        let health = Arc::new(Health::in_memory(&config));
+        let redis = shared_backend(&config);
+        let health = Arc::new(health_for(&config, redis.as_ref()));
         let http = http_client(&config)?;
         Ok(Self::assemble(
             config,
             health,
             Arc::new(Metrics::new()),
             http,
+            redis,
         ))
     }
 
@@ -50,7 +56,23 @@ impl AppState {
         } else {
             http_client(&config)?
         };
-        Ok(Self::assemble(config, health, old.metrics.clone(), http))
+        // The Redis connection is kept: shared state lives in Redis, not in this process.
+        let (new, was) = (&config.state, &old.config.state);
+        let url =
+            |s: &crate::config::StateSection| s.redis_url.as_ref().map(|u| u.expose().to_string());
+        if new.backend != was.backend || new.key_prefix != was.key_prefix || url(new) != url(was) {
+            tracing::warn!(
+                "aisbf.json: state: a change of the state backend needs a restart; keeping the current one"
+            );
+        }
+        let redis = old.redis.clone();
+        Ok(Self::assemble(
+            config,
+            health,
+            old.metrics.clone(),
+            http,
+            redis,
+        ))
     }
 
     fn assemble(
@@ -58,12 +80,14 @@ impl AppState {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         http: reqwest::Client,
+        redis: Option<Arc<Redis>>,
     ) -> Arc<AppState> {
         let providers = Registry::build(&config, &http);
         Arc::new(AppState {
             health,
             metrics,
-            limits: RateLimits::build(&config),
+            limits: limits_for(&config, redis.as_ref()),
+            redis,
             selector: Selector::new(&config),
             providers,
             tokens: TokenCounter::for_models(configured_models(&config)),
@@ -75,6 +99,52 @@ impl AppState {
 
     pub fn first_byte_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.config.timeouts.first_byte_seconds)
+    }
+
+    /// `GET /`'s `state`: which backend holds health and spacing, and whether it answers.
+    pub fn state_status(&self) -> serde_json::Value {
+        let status = match &self.redis {
+            Some(r) if !r.backend_up() => "degraded",
+            _ => "ok",
+        };
+        serde_json::json!({"backend": self.config.state.backend.name(), "status": status})
+    }
+}
+
+/// Error tracking on the shared backend when there is one, else in memory.
+fn health_for(config: &Config, redis: Option<&Arc<Redis>>) -> Health {
+    match redis {
+        Some(r) => {
+            let local = Box::new(health::memory_store(config));
+            Health::with_store(config, Box::new(RedisHealth::new(r.clone(), local)))
+        }
+        None => Health::in_memory(config),
+    }
+}
+
+/// `rate_limit` spacing, decided on the shared backend when there is one.
+fn limits_for(config: &Config, redis: Option<&Arc<Redis>>) -> RateLimits {
+    let limits = RateLimits::build(config);
+    match redis {
+        Some(r) => limits.with_shared(Arc::new(RedisSpacing::new(r.clone()))),
+        None => limits,
+    }
+}
+
+/// The Redis client of `state.backend: "redis"` (no I/O yet: a Redis that is down at startup
+/// leaves the server up, on local state). The URL was validated at load, so a failure here is
+/// unexpected; it is logged and the process runs on local state rather than not at all.
+fn shared_backend(config: &Config) -> Option<Arc<Redis>> {
+    if config.state.backend != StateBackend::Redis {
+        return None;
+    }
+    let url = config.state.redis_url.as_ref()?;
+    match Redis::connect(url.expose(), &config.state.key_prefix) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!("cannot use the redis state backend, running on local state: {e}");
+            None
+        }
     }
 }
 

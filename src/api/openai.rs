@@ -35,6 +35,79 @@ impl ChatRequest {
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.extra.get(name).filter(|v| !v.is_null())
     }
+
+    /// What no provider can serve faithfully, refused once at parse time instead of being
+    /// guessed at (or silently dropped) by each translator: a function tool without
+    /// `function`, a role no API knows, a `tool` message answering no earlier tool call.
+    /// The error names the field (`messages[2].tool_call_id: ...`).
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(tools) = self.field("tools") {
+            let Value::Array(tools) = tools else {
+                return Err("tools: must be an array of tool definitions".into());
+            };
+            for (i, t) in tools.iter().enumerate() {
+                validate_tool(t).map_err(|e| format!("tools[{i}]{e}"))?;
+            }
+        }
+        let mut calls: Vec<&str> = Vec::new();
+        for (i, m) in self.messages.iter().enumerate() {
+            match m.role.as_str() {
+                "system" | "developer" | "user" | "function" => {}
+                "assistant" => {
+                    calls.extend(m.tool_calls.iter().flatten().map(|c| c.id.as_str()));
+                }
+                "tool" => match m.tool_call_id.as_deref() {
+                    None => {
+                        return Err(format!(
+                            "messages[{i}].tool_call_id: required in a tool message (the id of \
+                             the assistant tool call it answers)"
+                        ))
+                    }
+                    Some(id) if !calls.contains(&id) => {
+                        return Err(format!(
+                            "messages[{i}].tool_call_id: '{id}' matches no tool call of an \
+                             earlier assistant message"
+                        ))
+                    }
+                    Some(_) => {}
+                },
+                other => {
+                    return Err(format!(
+                        "messages[{i}].role: unknown role '{other}' (expected system, \
+                         developer, user, assistant or tool)"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One entry of `tools`: an object; a `function` tool (the default type) needs a `function`
+/// object with a non-empty `name`, as OpenAI requires. Other types (server tools) and
+/// Anthropic-native definitions pass as sent.
+fn validate_tool(t: &Value) -> Result<(), String> {
+    let Value::Object(t) = t else {
+        return Err(": must be an object".into());
+    };
+    let kind = match t.get("type") {
+        // Anthropic's own shape (`name` + `input_schema`, no type), which its translator keeps.
+        None if t.contains_key("input_schema") => return Ok(()),
+        None => "function",
+        Some(Value::String(k)) => k.as_str(),
+        Some(_) => return Err(".type: must be a string".into()),
+    };
+    if kind != "function" {
+        return Ok(());
+    }
+    match t.get("function") {
+        None | Some(Value::Null) => Err(".function: required for a tool of type 'function'".into()),
+        Some(Value::Object(f)) => match f.get("name") {
+            Some(Value::String(n)) if !n.trim().is_empty() => Ok(()),
+            _ => Err(".function.name: required, a non-empty string".into()),
+        },
+        Some(_) => Err(".function: must be an object".into()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

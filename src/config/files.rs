@@ -22,6 +22,7 @@ pub struct AisbfFile {
     pub error_tracking: ErrorTrackingSection,
     /// `{"NAME": "TARGET"}`: client model names routed to a `/v1` model reference.
     pub model_aliases: BTreeMap<String, String>,
+    pub state: StateSection,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -164,6 +165,53 @@ impl Default for ErrorTrackingSection {
             cooldown_seconds: 300.0,
         }
     }
+}
+
+/// Where health, spacing and the autoselect cache live: this process only, or a Redis
+/// shared by several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+impl StateBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateBackend::Memory => "memory",
+            StateBackend::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StateSection {
+    pub backend: StateBackend,
+    /// May carry a password (`redis://:pw@host`): a `Secret` so it never reaches a log.
+    #[serde(deserialize_with = "optional_secret")]
+    pub redis_url: Option<Secret>,
+    pub key_prefix: String,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            redis_url: None,
+            key_prefix: "aisbf:".into(),
+            unknown: Unknown::new(),
+        }
+    }
+}
+
+fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    let raw: Option<String> = Deserialize::deserialize(d)?;
+    Ok(raw.map(Secret::new))
 }
 
 // ---------- providers.json ----------

@@ -21,6 +21,49 @@ fn invalid(file: &'static str, path: String, message: impl Into<String>) -> Conf
     }
 }
 
+/// `state`: a Redis backend needs a `redis://` URL the client accepts (no TLS: the crate is
+/// built without it, so `rediss://` is refused here rather than at the first request).
+fn validate_state(s: &StateSection) -> Result<(), ConfigError> {
+    const A: &str = "aisbf.json";
+    if s.key_prefix.is_empty() {
+        return Err(invalid(
+            A,
+            "state.key_prefix".into(),
+            "must not be empty (every key aisbf writes lives under it)",
+        ));
+    }
+    if s.backend != StateBackend::Redis {
+        return Ok(());
+    }
+    let Some(url) = s.redis_url.as_ref().filter(|u| !u.is_empty()) else {
+        return Err(invalid(
+            A,
+            "state.redis_url".into(),
+            "required when state.backend is \"redis\" (e.g. \"redis://127.0.0.1:6379/0\")",
+        ));
+    };
+    let url = url.expose();
+    if !(url.starts_with("redis://")
+        || url.starts_with("unix://")
+        || url.starts_with("redis+unix://"))
+    {
+        return Err(invalid(
+            A,
+            "state.redis_url".into(),
+            "must be a redis://host:port[/db] (or unix://) URL; TLS (rediss://) is not supported",
+        ));
+    }
+    // The message of a parse error never includes the URL (it may hold a password).
+    redis::Client::open(url).map_err(|e| {
+        invalid(
+            A,
+            "state.redis_url".into(),
+            format!("not a valid Redis URL: {}", e.category()),
+        )
+    })?;
+    Ok(())
+}
+
 pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
     const A: &str = "aisbf.json";
     const P: &str = "providers.json";
@@ -73,6 +116,7 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
             "must be >= 0",
         ));
     }
+    validate_state(&c.state)?;
 
     let mut issues = Vec::new();
     for (id, p) in &c.providers {

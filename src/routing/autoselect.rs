@@ -28,8 +28,8 @@ const RECENT_MESSAGES: usize = 6;
 const MESSAGE_CHARS: usize = 1000;
 /// The answer is one short tag.
 const SELECTOR_MAX_TOKENS: u32 = 32;
-/// Identical requests within this time reuse the previous selection.
-const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Identical requests within this time reuse the previous selection (on Redis too).
+const CACHE_TTL: Duration = super::shared_state::CHOICE_TTL;
 const CACHE_CAP: usize = 1024;
 
 type Choice = Arc<OnceCell<Arc<str>>>;
@@ -159,6 +159,8 @@ pub fn parse_choice<'a>(cfg: &AutoselectConfig, answer: &'a str) -> Option<&'a s
     None
 }
 
+/// `DefaultHasher::new()` has fixed keys: instances of one build agree on the key (a
+/// different build merely misses the shared cache).
 fn key(name: &str, prompt: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);
@@ -241,6 +243,30 @@ async fn select(
     Arc::from(fallback)
 }
 
+/// With a shared state backend, a choice another instance made for the same conversation
+/// within the TTL is reused, and a new one is shared. A cached id this configuration does
+/// not list (another instance on a different config) is ignored.
+async fn shared_select(
+    state: &AppState,
+    name: &str,
+    cfg: &AutoselectConfig,
+    fallback: &str,
+    prompt: String,
+    key: u64,
+) -> Arc<str> {
+    let Some(redis) = &state.redis else {
+        return select(state, name, cfg, fallback, prompt).await;
+    };
+    if let Some(c) = redis.cached_choice(name, key).await {
+        if c == fallback || cfg.available_models.iter().any(|m| m.model_id == c) {
+            return Arc::from(c);
+        }
+    }
+    let chosen = select(state, name, cfg, fallback, prompt).await;
+    redis.store_choice(name, key, &chosen).await;
+    chosen
+}
+
 /// Serves `req` through autoselect `name`.
 pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Served, RouteError> {
     let config = &state.config;
@@ -254,9 +280,10 @@ pub async fn serve(state: &AppState, name: &str, req: ChatRequest) -> Result<Ser
         .as_deref()
         .ok_or_else(|| RouteError::Unusable(format!("autoselect '{name}' has no fallback")))?;
     let prompt = user_prompt(cfg, fallback, &req);
-    let choice = state.selector.choice(key(name, &prompt));
+    let key = key(name, &prompt);
+    let choice = state.selector.choice(key);
     let chosen = choice
-        .get_or_init(|| select(state, name, cfg, fallback, prompt))
+        .get_or_init(|| shared_select(state, name, cfg, fallback, prompt, key))
         .await
         .clone();
     tracing::info!(autoselect = name, chosen = %chosen, "autoselect decision");

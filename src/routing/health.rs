@@ -1,7 +1,8 @@
 //! Error tracking: consecutive provider-side failures put a provider (or one of its models)
 //! in cooldown; one success resets the count; a 429 cools it at once until `Retry-After`.
 //!
-//! The counters sit behind `HealthStore` (in memory now, Redis later for several instances);
+//! The counters sit behind `HealthStore` (in memory, or on Redis for several instances:
+//! `shared_state::RedisHealth`);
 //! `Health` holds the policy taken from the configuration once: which key a (provider, model)
 //! pair is tracked under and how long its cooldown is.
 
@@ -310,6 +311,15 @@ impl Health {
         }
     }
 
+    /// The policy of `config` with `store` (on Redis: `shared_state::RedisHealth`).
+    pub fn with_store(config: &Config, store: Box<dyn HealthStore>) -> Health {
+        Health {
+            store,
+            scopes: scopes(config),
+            max_failures: config.error_tracking.max_failures.max(1),
+        }
+    }
+
     /// Every tracked key's state, providers first, for `GET /`.
     pub async fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut out = serde_json::Map::new();
@@ -381,6 +391,16 @@ fn scopes(config: &Config) -> HashMap<String, Scope> {
         }
     }
     scopes
+}
+
+/// An in-memory store with a slot for every key `config` tracks (the local fallback of a
+/// shared store).
+pub fn memory_store(config: &Config) -> MemoryStore {
+    let keys = scopes(config)
+        .into_values()
+        .flat_map(|s| std::iter::once(s.key).chain(s.models.into_values().map(|m| m.0)))
+        .collect::<Vec<_>>();
+    MemoryStore::new(keys)
 }
 
 #[cfg(test)]

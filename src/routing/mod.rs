@@ -8,6 +8,7 @@ pub mod health;
 pub mod native;
 pub mod ratelimit;
 pub mod rotation;
+pub mod shared_state;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

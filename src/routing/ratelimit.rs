@@ -8,14 +8,21 @@
 //! its GCRA answers "may I go now", while a rotation needs "which of these keys is free, and
 //! when is the earliest one free" plus a reservation of that exact slot, which is a dozen
 //! lines on one atomic per key.
+//!
+//! With `state.backend: "redis"` the decision is taken on Redis (`SharedSpacing`), so the
+//! spacing holds across every instance; the local gate decides while Redis is unavailable.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shared_state::SharedSpacing;
 use crate::config::Config;
 
 struct Gate {
+    /// `provider` or `provider/model`: the name of the shared key.
+    key: String,
     interval: u64,
     /// Nanoseconds since `RateLimits::base` of the next free slot.
     next: AtomicU64,
@@ -52,11 +59,13 @@ struct Scope {
 pub struct RateLimits {
     base: Instant,
     scopes: HashMap<String, Scope>,
+    shared: Option<Arc<dyn SharedSpacing>>,
 }
 
-fn gate(seconds: f64) -> Option<Gate> {
+fn gate(key: String, seconds: f64) -> Option<Gate> {
     let d = Duration::try_from_secs_f64(seconds).ok()?;
     (!d.is_zero()).then(|| Gate {
+        key,
         interval: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4),
         next: AtomicU64::new(0),
     })
@@ -92,10 +101,10 @@ impl RateLimits {
             .into_iter()
             .map(|(id, (p, models))| {
                 let scope = Scope {
-                    provider: gate(p),
+                    provider: gate(id.to_string(), p),
                     models: models
                         .into_iter()
-                        .filter_map(|(m, s)| Some((m.to_string(), gate(s)?)))
+                        .filter_map(|(m, s)| Some((m.to_string(), gate(format!("{id}/{m}"), s)?)))
                         .collect(),
                 };
                 (id.to_string(), scope)
@@ -104,7 +113,26 @@ impl RateLimits {
         RateLimits {
             base: Instant::now(),
             scopes,
+            shared: None,
         }
+    }
+
+    /// Takes the spacing decisions on `shared` (several instances), the local gates standing
+    /// in while it is unavailable.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedSpacing>) -> RateLimits {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Takes `g`'s slot if it is free now, else says when it is.
+    async fn take(&self, g: &Gate) -> Result<(), Instant> {
+        if let Some(shared) = &self.shared {
+            let interval = Duration::from_nanos(g.interval);
+            if let Some(taken) = shared.try_take(&g.key, interval).await {
+                return taken.map_err(|wait| Instant::now() + wait);
+            }
+        }
+        g.try_acquire(self.now()).map_err(|ns| self.instant(ns))
     }
 
     fn gate(&self, provider: &str, model: &str) -> Option<&Gate> {
@@ -121,16 +149,21 @@ impl RateLimits {
     }
 
     /// Takes the slot if it is free now; otherwise says when the next one is.
-    pub fn try_acquire(&self, provider: &str, model: &str) -> Result<(), Instant> {
+    pub async fn try_acquire(&self, provider: &str, model: &str) -> Result<(), Instant> {
         match self.gate(provider, model) {
             None => Ok(()),
-            Some(g) => g.try_acquire(self.now()).map_err(|ns| self.instant(ns)),
+            Some(g) => self.take(g).await,
         }
     }
 
     /// When the key is next free (`None`: free now), without taking anything.
-    pub fn next_free(&self, provider: &str, model: &str) -> Option<Instant> {
+    pub async fn next_free(&self, provider: &str, model: &str) -> Option<Instant> {
         let g = self.gate(provider, model)?;
+        if let Some(shared) = &self.shared {
+            if let Some(wait) = shared.until_free(&g.key).await {
+                return wait.map(|w| Instant::now() + w);
+            }
+        }
         let next = g.next.load(Ordering::Acquire);
         (next > self.now()).then(|| self.instant(next))
     }
@@ -149,15 +182,16 @@ impl RateLimits {
             return Ok(());
         };
         let deadline = Instant::now() + max_wait;
+        // Another waiter (here or on another instance) may take this slot first: then the
+        // loop waits for the next.
         loop {
-            let next = match g.try_acquire(self.now()) {
+            let next = match self.take(g).await {
                 Ok(()) => return Ok(()),
-                Err(ns) => self.instant(ns),
+                Err(next) => next,
             };
             if next > deadline {
                 return Err(next);
             }
-            // Another waiter may take this slot first: then the loop waits for the next.
             tokio::time::sleep_until(next.into()).await;
         }
     }
@@ -169,12 +203,12 @@ mod tests {
 
     #[test]
     fn spacing() {
-        let g = gate(1.0).unwrap();
+        let g = gate("p".into(), 1.0).unwrap();
         let s = 1_000_000_000;
         assert!(g.try_acquire(0).is_ok());
         assert_eq!(g.try_acquire(s / 2), Err(s));
         assert!(g.try_acquire(s).is_ok());
-        assert!(gate(0.0).is_none());
+        assert!(gate("p".into(), 0.0).is_none());
     }
 
     fn limits(seconds: f64) -> RateLimits {
@@ -189,13 +223,13 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_waiter_holds_no_slot() {
         let l = limits(10.0);
-        assert!(l.try_acquire("openai", "m").is_ok());
-        let free_at = l.next_free("openai", "m").unwrap();
+        assert!(l.try_acquire("openai", "m").await.is_ok());
+        let free_at = l.next_free("openai", "m").await.unwrap();
         let waiter = l.wait_for_slot("openai", "m", Duration::from_secs(60));
         let gave_up = tokio::time::timeout(Duration::from_millis(50), waiter).await;
         assert!(gave_up.is_err(), "still waiting when dropped");
         assert_eq!(
-            l.next_free("openai", "m"),
+            l.next_free("openai", "m").await,
             Some(free_at),
             "nothing reserved"
         );
@@ -216,7 +250,7 @@ mod tests {
         );
 
         let l = limits(0.2);
-        assert!(l.try_acquire("openai", "m").is_ok());
+        assert!(l.try_acquire("openai", "m").await.is_ok());
         let started = Instant::now();
         let waited = l
             .wait_for_slot("openai", "m", Duration::from_secs(30))

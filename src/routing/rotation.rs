@@ -134,7 +134,10 @@ async fn next(state: &AppState, entries: &[Entry<'_>], tried: &[bool]) -> Next {
         let mut earliest: Option<(Instant, usize)> = None;
         let mut free = Vec::with_capacity(candidates.len());
         for &i in &candidates {
-            match limits.next_free(entries[i].provider, &entries[i].model.name) {
+            match limits
+                .next_free(entries[i].provider, &entries[i].model.name)
+                .await
+            {
                 None => free.push(i),
                 Some(t) if earliest.is_none_or(|(e, _)| t < e) => earliest = Some((t, i)),
                 Some(_) => {}
@@ -152,6 +155,7 @@ async fn next(state: &AppState, entries: &[Entry<'_>], tried: &[bool]) -> Next {
         // Another request may have taken the slot since we looked: look again.
         if limits
             .try_acquire(entries[i].provider, &entries[i].model.name)
+            .await
             .is_ok()
         {
             return Next::Go(i);

@@ -50,6 +50,7 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Response {
             "unsupported_providers": unsupported,
             "unusable": unusable,
             "provider_status": state.health.status().await,
+            "state": state.state_status(),
         }),
     )
 }
@@ -85,7 +86,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             up.push((id.clone(), state.health.provider_up(id).await));
         }
     }
-    let mut resp = state.metrics.render(up).into_response();
+    let backend_up = state.redis.as_ref().is_none_or(|r| r.backend_up());
+    let mut resp = state.metrics.render(up, backend_up).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -132,6 +134,7 @@ fn parse_request(
             "'messages' must contain at least one message".into(),
         ));
     }
+    req.validate().map_err(ApiError::BadRequest)?;
     Ok(req)
 }
 
