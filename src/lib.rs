@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod ingress;
 pub mod providers;
 pub mod routing;
 pub mod secret;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::context::tokens::TokenCounter;
 use crate::context::ContextState;
+use crate::ingress::responses::ResponsesState;
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
 use crate::routing::health::Health;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub selector: Selector,
     /// Condensation prompts (config dir overrides read once) and counters.
     pub context: ContextState,
+    /// The Responses ingress: its store and passthrough upstreams.
+    pub responses: ResponsesState,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             providers,
             tokens: TokenCounter::for_models(configured_models(&config)),
             context: ContextState::load(&config.dir),
+            responses: ResponsesState::build(&config, &http),
             http,
             config,
         }))

@@ -1,3 +1,4 @@
 //! Wire types. The canonical format inside the gateway is OpenAI Chat Completions.
 
 pub mod openai;
+pub mod responses;

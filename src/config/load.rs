@@ -170,6 +170,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         limits: aisbf.limits,
         timeouts: aisbf.timeouts,
         error_tracking: aisbf.error_tracking,
+        responses: aisbf.responses,
         providers: providers.providers,
         condensation: providers.condensation,
         rotations: rotations.rotations,

@@ -22,6 +22,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub timeouts: TimeoutsSection,
     pub error_tracking: ErrorTrackingSection,
+    pub responses: ResponsesSection,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub condensation: Option<CondensationSection>,
     pub rotations: BTreeMap<String, RotationConfig>,

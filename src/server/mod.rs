@@ -3,6 +3,7 @@
 mod auth;
 pub mod error;
 mod handlers;
+mod responses;
 mod stream;
 
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(handlers::health))
         .route("/v1/chat/completions", post(handlers::v1_chat))
         .route("/api/v1/chat/completions", post(handlers::v1_chat))
+        .route("/v1/responses", post(responses::create))
+        .route("/api/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get))
+        .route("/api/v1/responses/{id}", get(responses::get))
         .route("/v1/models", get(handlers::all_models))
         .route("/api/v1/models", get(handlers::all_models))
         .route("/api/models", get(handlers::all_models))
