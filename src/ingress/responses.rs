@@ -205,7 +205,7 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
         model: req.model,
         instructions: req.instructions,
         tool_choice: req.tool_choice.unwrap_or_else(|| json!("auto")),
-        tools: req.tools,
+        tools: echo_tools(req.tools),
         parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         temperature: req.temperature,
         top_p: req.top_p,
@@ -221,6 +221,28 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
         history,
     };
     Ok(Translated { chat, shape })
+}
+
+/// The tools as the response echoes them: as sent, with the fields OpenAI's schema requires
+/// filled in as OpenAI's own answers do (`strict` / `parameters` null when not given).
+fn echo_tools(mut tools: Vec<Value>) -> Vec<Value> {
+    for t in &mut tools {
+        let Some(obj) = t.as_object_mut() else {
+            continue;
+        };
+        match obj.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                obj.entry("strict").or_insert(Value::Null);
+                obj.entry("parameters").or_insert(Value::Null);
+            }
+            Some("namespace") => {
+                obj.entry("description")
+                    .or_insert_with(|| Value::String(String::new()));
+            }
+            _ => {}
+        }
+    }
+    tools
 }
 
 /// Chat tools from Responses tools: flat functions as they are, namespace functions
