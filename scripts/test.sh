@@ -6,12 +6,24 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 py=target/py/bin/python
-if ! "$py" -c 'import openai' 2>/dev/null; then
+# The pinned SDK has client.responses (tests/python/sdk_responses.py).
+if ! "$py" -c 'import openai, sys; sys.exit(openai.__version__ != "3.57.0")' 2>/dev/null; then
   echo "== installing the openai Python SDK into target/py"
   python3 -m venv target/py
-  "$py" -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4'
+  "$py" -m pip install --quiet --disable-pip-version-check 'openai==3.57.0'
 fi
 export AISBF_TEST_PYTHON="$PWD/$py"
+
+# Node CLIs the suite drives, pinned, installed project-local into target/node in one npm
+# step: OpenAI's Codex CLI (tests/codex.rs).
+npm_packages=("@openai/codex@0.169.0")
+node_prefix=target/node
+if ! npm ls --prefix "$node_prefix" "${npm_packages[@]}" >/dev/null 2>&1; then
+  echo "== installing ${npm_packages[*]} into $node_prefix"
+  mkdir -p "$node_prefix"
+  npm install --prefix "$node_prefix" --no-audit --no-fund --loglevel=error "${npm_packages[@]}"
+fi
+export AISBF_TEST_CODEX="$PWD/$node_prefix/node_modules/.bin/codex"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,163 @@
+//! OpenAI's Codex CLI itself (`codex exec`, pinned @openai/codex, installed by
+//! scripts/test.sh into target/node) against aisbf in front of an OpenAI chat mock, with a
+//! custom provider `wire_api = "responses"` in a temporary CODEX_HOME: a plain answer, and a
+//! tool round trip where the mock asks Codex to run a harmless command.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+use support::responses::{Turn, TurnsMock};
+use support::*;
+
+fn codex_bin() -> PathBuf {
+    let bin = std::env::var_os("AISBF_TEST_CODEX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/node/node_modules/.bin/codex")
+        });
+    assert!(
+        bin.exists(),
+        "Codex CLI not found at {} (scripts/test.sh installs @openai/codex into target/node)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `codex exec PROMPT` against `gw`; returns (exit ok, stdout, stderr).
+async fn codex_exec(gw: &Gateway, model: &str, prompt: &str) -> (bool, String, String) {
+    // Under target/, not /tmp: Codex refuses to set up its helpers under a temp dir.
+    let home = tempfile::Builder::new()
+        .prefix("codex-home-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("codex-work-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            r#"model = "{model}"
+model_provider = "aisbf"
+
+[model_providers.aisbf]
+name = "aisbf"
+base_url = "{base}"
+wire_api = "responses"
+env_key = "AISBF_CODEX_TEST_KEY"
+request_max_retries = 0
+stream_max_retries = 0
+"#,
+            base = gw.base_v1()
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(codex_bin())
+        .args(["exec", "--skip-git-repo-check", "--color", "never"])
+        .arg(prompt)
+        .current_dir(work.path())
+        .env("CODEX_HOME", home.path())
+        .env("AISBF_CODEX_TEST_KEY", "sk-codex-client")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), child)
+        .await
+        .expect("codex exec finishes")
+        .expect("codex runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn gateway(mock: &TurnsMock) -> Gateway {
+    let cfg = ConfigDir::new(
+        json!({"up": provider("openai", &mock.endpoint, Some("sk-up"), &["gpt-4o"])}),
+    );
+    Gateway::start_with(cfg).await
+}
+
+#[tokio::test]
+async fn codex_exec_plain_answer() {
+    let mock = TurnsMock::start(vec![Turn::Text("Hello from the aisbf mock.".into())]).await;
+    let gw = gateway(&mock).await;
+    let (ok, stdout, stderr) = codex_exec(&gw, "up/gpt-4o", "say hi").await;
+    assert!(ok, "codex failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Hello from the aisbf mock."),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let first = &mock.received.all()[0];
+    assert_eq!(first.path, "/v1/chat/completions");
+    assert_eq!(first.body["model"], "gpt-4o");
+    assert_eq!(first.body["stream"], true);
+    assert_eq!(first.header("authorization"), Some("Bearer sk-up"));
+    let tools: Vec<&str> = first.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"exec_command"), "{tools:?}");
+    assert!(
+        first.body["messages"][0]["role"] == "system"
+            && first.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Codex"),
+        "Codex's developer prompt becomes the system message"
+    );
+    let last = first.body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last, json!({"role": "user", "content": "say hi"}));
+}
+
+#[tokio::test]
+async fn codex_exec_tool_round_trip() {
+    let marker = "aisbf-codex-tool-ok";
+    let mock = TurnsMock::start(vec![
+        Turn::Call(
+            "exec_command".into(),
+            json!({"cmd": format!("echo {marker}")}),
+        ),
+        Turn::Text("The command printed the marker.".into()),
+    ])
+    .await;
+    let gw = gateway(&mock).await;
+    let (ok, stdout, stderr) = codex_exec(&gw, "up/gpt-4o", "run echo for me").await;
+    assert!(ok, "codex failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("The command printed the marker."),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let all = mock.received.all();
+    assert!(all.len() >= 2, "two upstream turns: {}", all.len());
+    let second = &all[1].body;
+    let msgs = second["messages"].as_array().unwrap();
+    let call = msgs
+        .iter()
+        .find(|m| m["tool_calls"].is_array())
+        .expect("the assistant's tool call is sent back");
+    assert_eq!(call["tool_calls"][0]["id"], "call_turn1");
+    assert_eq!(call["tool_calls"][0]["function"]["name"], "exec_command");
+    let output = msgs
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .expect("the command's output is sent back");
+    assert_eq!(output["tool_call_id"], "call_turn1");
+    assert!(
+        output["content"].as_str().unwrap().contains(marker),
+        "the tool message carries the command's output: {output}"
+    );
+}
