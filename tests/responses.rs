@@ -377,7 +377,7 @@ async fn bad_input_is_a_400_naming_the_field() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("invalid JSON body"),
+            .contains("input must be a string"),
         "{v}"
     );
     error(&gw, json!({"model": m}), 400).await;

@@ -5,15 +5,16 @@
 //! malformed item is a 400 naming `input[i]`, not a serde error about an untagged enum.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
-use super::openai::Extra;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ResponsesRequest {
     pub model: String,
+    /// A string (one user message) or a list of items. A plain `Value`, not an untagged
+    /// enum, which would make serde buffer the whole input once more.
     #[serde(default)]
-    pub input: Option<Input>,
+    pub input: Option<Value>,
     #[serde(default)]
     pub instructions: Option<String>,
     /// Kept as sent: echoed in the response, and the source of the chat target's tools.
@@ -45,10 +46,9 @@ pub struct ResponsesRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub prompt_cache_key: Option<String>,
-    /// Everything else (`include`, `client_metadata`, `truncation`, ...): not sent to a chat
-    /// target, which would not understand it.
-    #[serde(flatten)]
-    pub extra: Extra,
+    // Everything else (`include`, `client_metadata`, `truncation`, ...) is not read: a chat
+    // target would not understand it. No `flatten` map: it would make serde buffer the
+    // whole (Codex: ~40 KB) body once more.
 }
 
 impl ResponsesRequest {
@@ -60,14 +60,6 @@ impl ResponsesRequest {
     pub fn keeps(&self) -> bool {
         self.store.unwrap_or(true)
     }
-}
-
-/// `input` is a string (one user message) or a list of items.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Input {
-    Text(String),
-    Items(Vec<Value>),
 }
 
 /// One input item, by its `type` (a message may leave `type` out).
@@ -132,14 +124,8 @@ impl InputItem {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct MessageItem {
     pub role: String,
-    pub content: MessageContent,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum MessageContent {
-    Text(String),
-    Parts(Vec<Value>),
+    /// A string or a list of parts.
+    pub content: Value,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -177,7 +163,8 @@ pub struct ResponseObject {
     pub parallel_tool_calls: bool,
     pub metadata: Value,
     pub tool_choice: Value,
-    pub tools: Vec<Value>,
+    /// Serialized once per request: every event that carries the response repeats it.
+    pub tools: Box<RawValue>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_output_tokens: Option<u64>,
@@ -319,9 +306,17 @@ pub struct OutputTokensDetails {
     pub reasoning_tokens: u64,
 }
 
-/// One stream event: `event: TYPE` + `data: {"type": TYPE, "sequence_number": n, ...}`.
+/// One stream event: `event: TYPE` + `data: {"type": TYPE, "sequence_number": n, ...}`,
+/// its data already serialized (events are written once, never edited).
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
     pub kind: &'static str,
-    pub data: Map<String, Value>,
+    pub json: Vec<u8>,
+}
+
+impl StreamEvent {
+    /// The data as a JSON value (for tests and logs).
+    pub fn data(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
 }

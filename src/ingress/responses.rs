@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::api::openai::{
@@ -74,7 +74,7 @@ fn flat_name(namespace: Option<&str>, name: &str) -> String {
 pub struct Shape {
     pub model: String,
     pub instructions: Option<String>,
-    pub tools: Vec<Value>,
+    pub tools: Box<serde_json::value::RawValue>,
     pub tool_choice: Value,
     pub parallel_tool_calls: bool,
     pub temperature: Option<f64>,
@@ -128,9 +128,11 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
     let prior = history.len();
     match req.input {
         None => {}
-        Some(Input::Text(s)) => history.push(json!({"type": "message", "role": "user",
+        Some(Value::String(s)) => history.push(json!({"type": "message", "role": "user",
             "content": [{"type": "input_text", "text": s}]})),
-        Some(Input::Items(items)) => history.extend(items),
+        Some(Value::Array(items)) => history.extend(items),
+        Some(Value::Null) => {}
+        Some(_) => return Err("input must be a string or a list of items".into()),
     }
     let mut messages = Vec::new();
     if let Some(sys) = req.instructions.as_deref().filter(|s| !s.is_empty()) {
@@ -188,10 +190,6 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
             .and_then(|t| response_format(t).transpose())
             .transpose()?,
     );
-    if !req.extra.is_empty() {
-        let keys: Vec<&String> = req.extra.keys().collect();
-        tracing::debug!("responses: fields a chat target does not take, left out: {keys:?}");
-    }
 
     let chat = ChatRequest {
         model: req.model.clone(),
@@ -225,7 +223,7 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
 
 /// The tools as the response echoes them: as sent, with the fields OpenAI's schema requires
 /// filled in as OpenAI's own answers do (`strict` / `parameters` null when not given).
-fn echo_tools(mut tools: Vec<Value>) -> Vec<Value> {
+fn echo_tools(mut tools: Vec<Value>) -> Box<serde_json::value::RawValue> {
     for t in &mut tools {
         let Some(obj) = t.as_object_mut() else {
             continue;
@@ -242,7 +240,7 @@ fn echo_tools(mut tools: Vec<Value>) -> Vec<Value> {
             _ => {}
         }
     }
-    tools
+    serde_json::value::to_raw_value(&tools).expect("JSON values serialize")
 }
 
 /// Chat tools from Responses tools: flat functions as they are, namespace functions
@@ -449,8 +447,13 @@ fn chat_message(m: MessageItem, index: usize) -> Result<Message, String> {
         }
     };
     let parts = match m.content {
-        MessageContent::Text(s) => return Ok(Message::new(&role, s)),
-        MessageContent::Parts(p) => p,
+        Value::String(s) => return Ok(Message::new(&role, s)),
+        Value::Array(p) => p,
+        _ => {
+            return Err(format!(
+                "input[{index}].content must be a string or a list of parts"
+            ))
+        }
     };
     let mut out: Vec<ContentPart> = Vec::new();
     for (j, p) in parts.iter().enumerate() {
@@ -683,7 +686,7 @@ impl StreamEvent {
         out.put_slice(b"event: ");
         out.put_slice(self.kind.as_bytes());
         out.put_slice(b"\ndata: ");
-        out.put_slice(&serde_json::to_vec(&self.data).unwrap_or_default());
+        out.put_slice(&self.json);
         out.put_slice(b"\n\n");
     }
 
@@ -692,6 +695,34 @@ impl StreamEvent {
         self.write_sse(&mut b);
         b.freeze()
     }
+}
+
+/// An event's data: `type` and `sequence_number` first, then the event's own fields.
+#[derive(Serialize)]
+struct Envelope<T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+    #[serde(flatten)]
+    fields: T,
+}
+
+#[derive(Serialize)]
+struct WithResponse<'a> {
+    response: &'a ResponseObject,
+}
+
+/// The fields of a text, reasoning or arguments delta: the events of the hot path, typed so
+/// that no JSON tree is built per delta.
+#[derive(Serialize)]
+struct Delta<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<u32>,
+    delta: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[(); 0]>,
 }
 
 /// What the state machine reads of a canonical chunk.
@@ -790,27 +821,36 @@ impl StreamTranslator {
         &self.response
     }
 
-    fn event(&mut self, kind: &'static str, fields: Value) -> StreamEvent {
-        let mut data = Map::new();
-        data.insert("type".into(), Value::String(kind.into()));
-        data.insert("sequence_number".into(), Value::from(self.seq));
+    fn event<T: Serialize>(&mut self, kind: &'static str, fields: T) -> StreamEvent {
+        let json = serde_json::to_vec(&Envelope {
+            kind,
+            sequence_number: self.seq,
+            fields,
+        })
+        .unwrap_or_default();
         self.seq += 1;
-        if let Value::Object(f) = fields {
-            data.extend(f);
-        }
-        StreamEvent { kind, data }
+        StreamEvent { kind, json }
     }
 
-    fn response_value(&self) -> Value {
-        serde_json::to_value(&self.response).unwrap_or(Value::Null)
+    /// An event carrying the whole response as it stands.
+    fn response_event(&mut self, kind: &'static str) -> StreamEvent {
+        let json = serde_json::to_vec(&Envelope {
+            kind,
+            sequence_number: self.seq,
+            fields: WithResponse {
+                response: &self.response,
+            },
+        })
+        .unwrap_or_default();
+        self.seq += 1;
+        StreamEvent { kind, json }
     }
 
     /// `response.created` and `response.in_progress`.
     pub fn start(&mut self) -> Vec<StreamEvent> {
-        let r = self.response_value();
         vec![
-            self.event("response.created", json!({"response": r})),
-            self.event("response.in_progress", json!({"response": r})),
+            self.response_event("response.created"),
+            self.response_event("response.in_progress"),
         ]
     }
 
@@ -879,7 +919,13 @@ impl StreamTranslator {
         let (id, index) = (r.id.clone(), r.index);
         out.push(self.event(
             "response.reasoning_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+            Delta {
+                item_id: &id,
+                output_index: index,
+                content_index: Some(0),
+                delta: &delta,
+                logprobs: None,
+            },
         ));
     }
 
@@ -938,7 +984,13 @@ impl StreamTranslator {
         let (id, index) = (m.id.clone(), m.index);
         out.push(self.event(
             "response.output_text.delta",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
+            Delta {
+                item_id: &id,
+                output_index: index,
+                content_index: Some(0),
+                delta: &delta,
+                logprobs: Some([]),
+            },
         ));
     }
 
@@ -1017,7 +1069,13 @@ impl StreamTranslator {
             let (id, index) = (c.id.clone(), c.index);
             out.push(self.event(
                 "response.function_call_arguments.delta",
-                json!({"item_id": id, "output_index": index, "delta": a}),
+                Delta {
+                    item_id: &id,
+                    output_index: index,
+                    content_index: None,
+                    delta: &a,
+                    logprobs: None,
+                },
             ));
         }
     }
@@ -1075,13 +1133,12 @@ impl StreamTranslator {
         self.response.status = status;
         self.response.incomplete_details = details;
         self.response.usage = Some(response_usage(usage.as_ref(), effective_context, counted));
-        let r = self.response_value();
         let kind = if status == "incomplete" {
             "response.incomplete"
         } else {
             "response.completed"
         };
-        out.push(self.event(kind, json!({"response": r})));
+        out.push(self.response_event(kind));
         out
     }
 
@@ -1100,8 +1157,7 @@ impl StreamTranslator {
             },
             message: e.to_string(),
         });
-        let r = self.response_value();
-        vec![self.event("response.failed", json!({"response": r}))]
+        vec![self.response_event("response.failed")]
     }
 }
 
@@ -1291,9 +1347,16 @@ mod tests {
             ]
         );
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(e.data["sequence_number"], i as u64);
-            assert_eq!(e.data["type"], e.kind);
+            let d = e.data();
+            assert_eq!(d["sequence_number"], i as u64);
+            assert_eq!(d["type"], e.kind);
         }
+        let delta = events[10].data();
+        assert_eq!(
+            delta,
+            json!({"type": "response.output_text.delta", "sequence_number": 10, "item_id": delta["item_id"],
+                   "output_index": 1, "content_index": 0, "delta": "Hel", "logprobs": []})
+        );
         assert_eq!(resp.status, "completed");
         assert_eq!(resp.output.len(), 3);
         let v = serde_json::to_value(&resp.output[2]).unwrap();
