@@ -1,4 +1,5 @@
 //! Wire types. The canonical format inside the gateway is OpenAI Chat Completions.
 
+pub mod native;
 pub mod openai;
 pub mod responses;

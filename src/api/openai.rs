@@ -20,6 +20,10 @@ pub struct ChatRequest {
     /// Anthropic upstreams.
     #[serde(skip)]
     pub anthropic_beta: Option<String>,
+    /// The client's own-format body (Messages, Responses ingress): a candidate whose
+    /// provider speaks that format natively is sent this instead of a translation.
+    #[serde(skip)]
+    pub native: Option<std::sync::Arc<crate::api::native::NativeRequest>>,
 }
 
 impl ChatRequest {

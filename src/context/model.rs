@@ -131,6 +131,7 @@ impl Asker<'_> {
             stream: None,
             extra,
             anthropic_beta: None,
+            native: None,
         };
         let call = condensation_call(self.state, target, req);
         let limit = self.state.first_byte_timeout();
@@ -144,7 +145,7 @@ impl Asker<'_> {
                 .next()
                 .and_then(|c| c.message.content)
                 .unwrap_or_default(),
-            ChatOutcome::Stream(_) => {
+            ChatOutcome::Stream(_) | ChatOutcome::Native(_) => {
                 return Err(RouteError::Provider(ProviderError::Protocol(
                     "streamed answer to a non-streaming condensation call".into(),
                 ))

@@ -6,6 +6,7 @@ pub mod gemini;
 pub mod http;
 pub mod ollama;
 pub mod openai;
+pub mod passthrough;
 pub mod sse;
 
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ pub type ChatStream = BoxStream<'static, Result<StreamItem, ProviderError>>;
 pub enum ChatOutcome {
     Complete(ChatResponse),
     Stream(ChatStream),
+    /// Served by native passthrough (`routing::attempt`): the client's own format, never
+    /// produced by `Provider::chat`.
+    Native(passthrough::NativeOutcome),
 }
 
 /// One item of a translated stream.
@@ -129,6 +133,8 @@ pub struct Timeouts {
 /// Provider id → implementation, built once at startup.
 pub struct Registry {
     providers: HashMap<String, Arc<dyn Provider>>,
+    /// The native endpoint of each provider that speaks a client format as is.
+    native: HashMap<String, passthrough::Passthrough>,
 }
 
 impl Registry {
@@ -138,12 +144,26 @@ impl Registry {
             idle: Duration::from_secs_f64(config.timeouts.idle_seconds),
         };
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        let mut native = HashMap::new();
         for (id, p) in &config.providers {
             if let Some(provider) = make(p, client, &timeouts) {
                 providers.insert(id.clone(), provider);
             }
+            if let Some(format) = passthrough::speaks(p) {
+                let base = http::Upstream::new(p, client.clone(), timeouts.clone());
+                native.insert(id.clone(), passthrough::Passthrough::new(base, format));
+            }
         }
-        Registry { providers }
+        Registry { providers, native }
+    }
+
+    /// `id`'s native endpoint for `format`, when it speaks that format.
+    pub fn native(
+        &self,
+        id: &str,
+        format: crate::api::native::NativeFormat,
+    ) -> Option<&passthrough::Passthrough> {
+        self.native.get(id).filter(|p| p.format() == format)
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Provider>> {
@@ -151,7 +171,10 @@ impl Registry {
     }
 
     pub fn from_map(providers: HashMap<String, Arc<dyn Provider>>) -> Registry {
-        Registry { providers }
+        Registry {
+            providers,
+            native: HashMap::new(),
+        }
     }
 }
 

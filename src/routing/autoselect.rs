@@ -212,6 +212,7 @@ async fn select(
             stream: Some(false),
             extra,
             anthropic_beta: None,
+            native: None,
         };
         match serve_plain(state, target, req).await?.outcome {
             ChatOutcome::Complete(r) => Ok(r
@@ -220,7 +221,7 @@ async fn select(
                 .next()
                 .and_then(|c| c.message.content)
                 .unwrap_or_default()),
-            ChatOutcome::Stream(_) => Err(RouteError::Unusable(
+            ChatOutcome::Stream(_) | ChatOutcome::Native(_) => Err(RouteError::Unusable(
                 "the selector answered with a stream".into(),
             )),
         }
@@ -352,6 +353,7 @@ mod tests {
             stream: None,
             extra: Extra::new(),
             anthropic_beta: None,
+            native: None,
         };
         let p = user_prompt(&cfg(), "p/general", &req);
         assert!(p.starts_with("<aisbf_current_task>\n"));

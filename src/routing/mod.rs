@@ -4,6 +4,7 @@
 
 pub mod autoselect;
 pub mod health;
+pub mod native;
 pub mod ratelimit;
 pub mod rotation;
 
@@ -232,11 +233,27 @@ pub async fn attempt(
         .providers
         .get(provider_id)
         .ok_or_else(|| RouteError::UnknownProvider(provider_id.to_string()))?;
+    let passthrough = native::route(state, provider_id, &req);
+    // Only a model with a condensation policy can have its messages rewritten: only then is
+    // a copy kept to tell whether it happened.
+    let before = passthrough
+        .filter(|_| context::policy(config, model, entry).is_some())
+        .map(|_| req.messages.clone());
     let effective_context = context::prepare(state, &mut req, config, model, entry).await?;
-    let outcome = match call(state, provider.as_ref(), &req, model).await {
-        Ok(ChatOutcome::Complete(r)) => {
+    // The client's own body would undo a condensation: a condensed request takes the
+    // translated path instead.
+    let passthrough = passthrough.filter(|_| before.is_none_or(|m| m == req.messages));
+    let result = match passthrough {
+        Some(p) => native::call(state, p, &req, model).await,
+        None => call(state, provider.as_ref(), &req, model).await,
+    };
+    let outcome = match result {
+        Ok(
+            o @ (ChatOutcome::Complete(_)
+            | ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_))),
+        ) => {
             state.health.success(provider_id, model).await;
-            ChatOutcome::Complete(r)
+            o
         }
         Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
             s,
@@ -244,6 +261,16 @@ pub async fn attempt(
             provider_id.to_string(),
             model.to_string(),
         )),
+        Ok(ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(s))) => {
+            ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(
+                native::track(
+                    s,
+                    state.health.clone(),
+                    provider_id.to_string(),
+                    model.to_string(),
+                ),
+            ))
+        }
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;
             return Err(e.into());

@@ -156,6 +156,13 @@ async fn respond(state: &AppState, target: Target, req: ChatRequest) -> AppResul
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             resp
         }
+        // Chat Completions requests carry no native body, so nothing passes through here.
+        ChatOutcome::Native(_) => {
+            return Err(crate::providers::ProviderError::Protocol(
+                "a native answer to a Chat Completions request".into(),
+            )
+            .into())
+        }
     };
     let h = resp.headers_mut();
     for (name, value) in [
