@@ -45,7 +45,7 @@ impl AppState {
             providers,
             tokens: TokenCounter::for_models(configured_models(&config)),
             context: ContextState::load(&config.dir),
-            responses: ResponsesState::build(&config, &http),
+            responses: ResponsesState::build(&config),
             http,
             config,
         }))

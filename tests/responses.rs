@@ -611,3 +611,83 @@ async fn official_sdk_tool_call() {
         json!([{"name": "get_weather", "arguments": {"city": "Paris"}, "call_id": "call_turn1"}])
     );
 }
+
+#[tokio::test]
+async fn rotation_passthrough_fails_over_and_mixes_with_chat_targets() {
+    let native = ResponsesMock::start().await;
+    let chat = openai_mock::OpenAiMock::start().await;
+    let native_p = |endpoint: &str| {
+        let mut p = provider("openai", endpoint, None, &["gpt-5"]);
+        p["responses"] = json!(true);
+        p
+    };
+    let cfg = ConfigDir::new(json!({
+        "dead": native_p(&dead_endpoint()),
+        "n": native_p(&native.endpoint),
+        "c": provider("openai", &chat.endpoint, None, &["gpt-5"]),
+    }));
+    cfg.write(
+        "rotations.json",
+        &json!({"rotations": {
+        "natives": {"providers": [
+            {"provider_id": "dead", "weight": 100, "models": [{"name": "gpt-5"}]},
+            {"provider_id": "n", "weight": 1, "models": [{"name": "gpt-5"}]}]},
+        "mixed": {"providers": [
+            {"provider_id": "dead", "weight": 100, "models": [{"name": "gpt-5"}]},
+            {"provider_id": "c", "weight": 1, "models": [{"name": "gpt-5"}]}]}}}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    let body = json!({"model": "rotation/natives", "input": "hi", "include": ["reasoning.encrypted_content"],
+                      "tools": [{"type": "web_search"}]});
+    let (status, headers, text) = post(&gw, &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(headers["x-aisbf-provider"], "n");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["id"],
+        "resp_native1"
+    );
+    let mut expected = body.clone();
+    expected["model"] = json!("gpt-5");
+    assert_eq!(
+        native.received.last().body,
+        expected,
+        "the client's body, failed over as is"
+    );
+
+    // A chat candidate of the same rotation gets the translation.
+    let v = create(
+        &gw,
+        json!({"model": "rotation/mixed", "input": "hi", "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(output_text(&v), openai_mock::REPLY.concat());
+    let seen = chat.received.last();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert!(
+        seen.body.get("tools").is_none(),
+        "web_search left out: {}",
+        seen.body
+    );
+}
+
+#[tokio::test]
+async fn config_responses_fields_are_validated() {
+    let mut p = provider("anthropic", "http://127.0.0.1:1", None, &["m"]);
+    p["responses"] = json!(true);
+    let cfg = ConfigDir::new(json!({"a": p}));
+    let err = aisbf::config::load(cfg.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("providers.json") && err.contains("providers.a.responses"),
+        "{err}"
+    );
+    let cfg = ConfigDir::new(json!({}));
+    cfg.aisbf(json!({"responses": {"store_seconds": 0}}));
+    let err = aisbf::config::load(cfg.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("aisbf.json") && err.contains("responses.store_seconds"),
+        "{err}"
+    );
+    cfg.aisbf(json!({"responses": {"store_max": "many"}}));
+    let err = aisbf::config::load(cfg.path()).unwrap_err().to_string();
+    assert!(err.contains("responses.store_max"), "{err}");
+}

@@ -16,21 +16,18 @@ use crate::api::openai::{
 use crate::api::responses::*;
 use crate::providers::{ProviderError, StreamEnd};
 
-pub mod passthrough;
 pub mod store;
 
-/// What the Responses ingress keeps in the application state: the store and the
-/// passthrough upstreams, built once.
+/// What the Responses ingress keeps in the application state, built once. (Passthrough to
+/// `responses: true` providers is the router's generic native passthrough.)
 pub struct ResponsesState {
     pub store: std::sync::Arc<dyn store::ResponseStore>,
-    pub native: passthrough::Native,
 }
 
 impl ResponsesState {
-    pub fn build(config: &crate::config::Config, http: &reqwest::Client) -> ResponsesState {
+    pub fn build(config: &crate::config::Config) -> ResponsesState {
         ResponsesState {
             store: std::sync::Arc::new(store::MemoryStore::new(&config.responses)),
-            native: passthrough::Native::build(config, http),
         }
     }
 }
@@ -197,6 +194,7 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
         stream: Some(stream),
         extra,
         anthropic_beta: None,
+        native: None,
     };
     let shape = Shape {
         store: keeps,

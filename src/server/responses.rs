@@ -12,14 +12,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures::{FutureExt, Stream, StreamExt};
-use serde_json::Value;
 
 use super::error::ApiError;
+use crate::api::native::{NativeFormat, NativeRequest};
+use crate::api::openai::ChatRequest;
 use crate::api::responses::{ResponsesRequest, StreamEvent};
-use crate::ingress::responses::passthrough::{self, NativeAnswer};
 use crate::ingress::responses::store::{ResponseStore, StoredResponse};
 use crate::ingress::responses::{continuation, from_chat, to_chat, StreamTranslator, Translated};
-use crate::providers::{ChatOutcome, ChatStream, StreamItem};
+use crate::providers::passthrough::{speaks, NativeOutcome, NativeStream};
+use crate::providers::{ChatOutcome, ChatStream, ProviderError, StreamItem};
 use crate::routing::{self, Served, Target};
 use crate::state::AppState;
 
@@ -52,24 +53,35 @@ pub async fn create(
         return Err(ApiError::BadRequest("'model' must not be empty".into()));
     }
     let target = routing::resolve_model(&state.config, &req.model)?;
-    if let Target::Provider { provider, model } = &target {
-        if state.responses.native.serves(provider) {
-            return native(&state, provider, model, &body).await;
-        }
-    }
-    let previous = match &req.previous_response_id {
-        Some(id) => {
-            let stored = state
-                .responses
-                .store
-                .get(id)
-                .await
-                .ok_or_else(|| ApiError::PreviousResponseNotFound(id.clone()))?;
-            continuation(&stored.history, &stored.response)
-        }
-        None => Vec::new(),
+    // Every candidate gets the client's body too: one that speaks Responses natively
+    // (`responses: true`) is sent it as is by the router.
+    let native = Arc::new(NativeRequest {
+        format: NativeFormat::OpenAiResponses,
+        body: body.clone(),
+        headers: Vec::new(),
+        stream: req.is_stream(),
+    });
+    let (mut chat, shape) = if only_native(&state, &target) {
+        // Nothing is translated for a native target: its own `previous_response_id`, item
+        // types and tools are its business.
+        (native_only(req), None)
+    } else {
+        let previous = match &req.previous_response_id {
+            Some(id) => {
+                let stored = state
+                    .responses
+                    .store
+                    .get(id)
+                    .await
+                    .ok_or_else(|| ApiError::PreviousResponseNotFound(id.clone()))?;
+                continuation(&stored.history, &stored.response)
+            }
+            None => Vec::new(),
+        };
+        let Translated { chat, shape } = to_chat(req, previous).map_err(ApiError::BadRequest)?;
+        (chat, Some(shape))
     };
-    let Translated { chat, shape } = to_chat(req, previous).map_err(ApiError::BadRequest)?;
+    chat.native = Some(native);
     let Served {
         outcome,
         provider,
@@ -77,8 +89,19 @@ pub async fn create(
         effective_context,
         autoselected,
     } = routing::dispatch(&state, target, chat).await?;
-    let mut resp = match outcome {
-        ChatOutcome::Complete(r) => {
+    let mut resp = match (outcome, shape) {
+        (ChatOutcome::Native(NativeOutcome::Complete(bytes)), _) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        (ChatOutcome::Native(NativeOutcome::Stream(s)), _) => {
+            sse_response(Body::from_stream(native_events(s)))
+        }
+        (ChatOutcome::Complete(r), Some(shape)) => {
             let counted_model = model.clone();
             let object = from_chat(r, &shape, effective_context, |text| {
                 state.tokens.count_text(&counted_model, text)
@@ -96,7 +119,7 @@ pub async fn create(
             }
             resp
         }
-        ChatOutcome::Stream(s) => {
+        (ChatOutcome::Stream(s), Some(shape)) => {
             let store = shape.store.then(|| state.responses.store.clone());
             sse_response(Body::from_stream(events(
                 s,
@@ -105,28 +128,65 @@ pub async fn create(
                 store,
             )))
         }
+        // A native-only target is always served natively (the router passes it through).
+        (ChatOutcome::Complete(_) | ChatOutcome::Stream(_), None) => {
+            return Err(ProviderError::Protocol(
+                "a translated answer to an untranslated Responses request".into(),
+            )
+            .into())
+        }
     };
     served_headers(&mut resp, provider, model, autoselected);
     Ok(resp)
 }
 
-/// A `responses: true` provider: the client's body as sent, `model` replaced.
-async fn native(state: &AppState, provider: &str, model: &str, body: &[u8]) -> AppResult {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let mut resp = match passthrough::serve(state, provider, model, value).await? {
-        NativeAnswer::Complete(bytes) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
+/// Is `target` one provider that speaks Responses natively? (A rotation or autoselect may
+/// mix native and chat candidates: those requests are translated too.)
+fn only_native(state: &AppState, target: &Target) -> bool {
+    match target {
+        Target::Provider { provider, .. } => state
+            .config
+            .providers
+            .get(provider)
+            .and_then(speaks)
+            .is_some_and(|f| f == NativeFormat::OpenAiResponses),
+        _ => false,
+    }
+}
+
+/// The canonical request of an untranslated one: no messages (nothing to count or condense),
+/// only what the router reads.
+fn native_only(req: ResponsesRequest) -> ChatRequest {
+    ChatRequest {
+        model: req.model,
+        messages: Vec::new(),
+        stream: req.stream,
+        extra: Default::default(),
+        anthropic_beta: None,
+        native: None,
+    }
+}
+
+/// A native Responses stream for the client: the upstream's events as they arrive; a
+/// failure after the commit is one `error` event, then the end.
+fn native_events(
+    s: NativeStream,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    futures::stream::unfold((s, 0u64, false), |(mut s, n, done)| async move {
+        if done {
+            return None;
         }
-        NativeAnswer::Stream(s) => sse_response(Body::from_stream(s.map(Ok::<_, Infallible>))),
-    };
-    served_headers(&mut resp, provider.to_string(), model.to_string(), None);
-    Ok(resp)
+        match s.next().await? {
+            Ok(e) => Some((Ok(e.to_sse()), (s, n + 1, false))),
+            Err(e) => {
+                tracing::warn!("responses passthrough stream failed after it started: {e}");
+                let data = serde_json::json!({"type": "error", "sequence_number": n,
+                    "code": "server_error", "message": e.to_string(), "param": null});
+                let ev = format!("event: error\ndata: {data}\n\n");
+                Some((Ok(Bytes::from(ev)), (s, n + 1, true)))
+            }
+        }
+    })
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AppResult {
