@@ -691,3 +691,91 @@ async fn config_responses_fields_are_validated() {
     let err = aisbf::config::load(cfg.path()).unwrap_err().to_string();
     assert!(err.contains("responses.store_max"), "{err}");
 }
+
+#[tokio::test]
+async fn custom_tools_become_one_string_functions_and_map_back() {
+    let patch = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch";
+    let mock = TurnsMock::start(vec![Turn::Call(
+        "apply_patch".into(),
+        json!({"input": patch}),
+    )])
+    .await;
+    let cfg = ConfigDir::new(json!({"t": provider("openai", &mock.endpoint, None, &["m"])}));
+    let gw = Gateway::start_with(cfg).await;
+    let tools = json!([{"type": "custom", "name": "apply_patch", "description": "Edit files.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"}}]);
+    let v = create(
+        &gw,
+        json!({"model": "t/m", "input": "edit", "tools": tools}),
+    )
+    .await;
+    let call = &v["output"][0];
+    assert_eq!(call["type"], "custom_tool_call");
+    assert_eq!(call["name"], "apply_patch");
+    assert_eq!(call["input"], patch);
+    let f = &mock.received.last().body["tools"][0]["function"];
+    assert_eq!(f["name"], "apply_patch");
+    assert_eq!(f["parameters"]["required"], json!(["input"]));
+    assert!(
+        f["description"]
+            .as_str()
+            .unwrap()
+            .contains("start: begin_patch"),
+        "{f}"
+    );
+
+    let events = stream(
+        &gw,
+        json!({"model": "t/m", "input": "edit", "tools": tools}),
+    )
+    .await;
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "response.custom_tool_call_input.done")
+        .unwrap();
+    assert_eq!(done["input"], patch);
+    assert_eq!(
+        events.last().unwrap()["response"]["output"][0]["input"],
+        patch
+    );
+
+    // The call and its output sent back reach the chat target as a tool call and result.
+    stream(
+        &gw,
+        json!({"model": "t/m", "tools": tools, "input": [
+        {"role": "user", "content": "edit"},
+        {"type": "custom_tool_call", "call_id": "call_p", "name": "apply_patch", "input": patch},
+        {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Done!"}]}),
+    )
+    .await;
+    let msgs = mock.received.last().body["messages"].clone();
+    assert_eq!(
+        msgs[1]["tool_calls"][0]["function"]["arguments"],
+        json!({"input": patch}).to_string()
+    );
+    assert_eq!(
+        msgs[2],
+        json!({"role": "tool", "content": "Done!", "tool_call_id": "call_p"})
+    );
+}
+
+#[tokio::test]
+async fn images_reach_an_anthropic_target() {
+    let mock = anthropic_mock::AnthropicMock::start().await;
+    let cfg = ConfigDir::new(
+        json!({"a": provider("anthropic", &mock.endpoint, Some("k"), &["claude-x"])}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    let pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    create(
+        &gw,
+        json!({"model": "a/claude-x", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": pixel, "detail": "auto"}]}]}),
+    )
+    .await;
+    let content = mock.received.last().body["messages"][0]["content"].clone();
+    assert_eq!(content[0], json!({"type": "text", "text": "What is this?"}));
+    assert_eq!(content[1]["type"], "image");
+    assert_eq!(content[1]["source"]["type"], "base64");
+}

@@ -68,6 +68,7 @@ pub enum InputItem {
     Message(MessageItem),
     FunctionCall(FunctionCallItem),
     FunctionCallOutput(FunctionCallOutputItem),
+    CustomToolCall(CustomToolCallItem),
     Reasoning,
     /// The record of a built-in tool call (`web_search_call`, ...): nothing a chat target
     /// can be shown.
@@ -101,20 +102,25 @@ impl InputItem {
             Some(_) => return Err(format!("{at}.type must be a string")),
         };
         let typed = |e: serde_json::Error| format!("{at}: {e}");
+        // Deserialized from the borrowed value: no copy of the item first.
         Ok(match kind {
-            "message" => InputItem::Message(serde_json::from_value(value.clone()).map_err(typed)?),
+            "message" => InputItem::Message(MessageItem::deserialize(value).map_err(typed)?),
             "function_call" => {
-                InputItem::FunctionCall(serde_json::from_value(value.clone()).map_err(typed)?)
+                InputItem::FunctionCall(FunctionCallItem::deserialize(value).map_err(typed)?)
             }
-            "function_call_output" => {
-                InputItem::FunctionCallOutput(serde_json::from_value(value.clone()).map_err(typed)?)
+            "custom_tool_call" => {
+                InputItem::CustomToolCall(CustomToolCallItem::deserialize(value).map_err(typed)?)
             }
+            "function_call_output" | "custom_tool_call_output" => InputItem::FunctionCallOutput(
+                FunctionCallOutputItem::deserialize(value).map_err(typed)?,
+            ),
             "reasoning" => InputItem::Reasoning,
             k if BUILTIN_CALLS.contains(&k) => InputItem::BuiltinCall(k.to_string()),
             other => {
                 return Err(format!(
-                    "{at}.type '{other}' is not an input item aisbf can serve \
-                     (message, function_call, function_call_output, reasoning)"
+                    "{at}.type '{other}' is not an input item aisbf can serve (message, \
+                     function_call, function_call_output, custom_tool_call, \
+                     custom_tool_call_output, reasoning)"
                 ))
             }
         })
@@ -136,6 +142,17 @@ pub struct FunctionCallItem {
     pub namespace: Option<String>,
     #[serde(default)]
     pub arguments: String,
+}
+
+/// A call of a `custom` (free-text input) tool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CustomToolCallItem {
+    pub call_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub input: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -210,6 +227,14 @@ pub enum OutputItem {
         arguments: String,
         status: &'static str,
     },
+    CustomToolCall {
+        id: String,
+        call_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        name: String,
+        input: String,
+    },
     Reasoning {
         id: String,
         summary: Vec<Value>,
@@ -274,6 +299,20 @@ impl OutputItem {
             } => {
                 let mut v = serde_json::json!({"type": "function_call", "call_id": call_id,
                     "name": name, "arguments": arguments});
+                if let Some(ns) = namespace {
+                    v["namespace"] = Value::String(ns.clone());
+                }
+                Some(v)
+            }
+            OutputItem::CustomToolCall {
+                call_id,
+                namespace,
+                name,
+                input,
+                ..
+            } => {
+                let mut v = serde_json::json!({"type": "custom_tool_call", "call_id": call_id,
+                    "name": name, "input": input});
                 if let Some(ns) = namespace {
                     v["namespace"] = Value::String(ns.clone());
                 }

@@ -44,18 +44,47 @@ pub fn reasoning_content(m: &ResponseMessage) -> Option<&str> {
 /// Separator of a flattened namespace tool name: `{namespace}__{name}`.
 const NS_SEP: &str = "__";
 
-/// Flattened chat tool name → (namespace, declared name), to map calls back.
+/// A tool as the client declared it: its namespace, its name, and whether it is a `custom`
+/// (free-text input) tool, which a chat target sees as a function of one `input` string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub custom: bool,
+}
+
+/// Chat tool name → the declared tool, to map calls back. Plain functions are not listed:
+/// their chat name is their name.
 #[derive(Debug, Clone, Default)]
-pub struct ToolNames(HashMap<String, (String, String)>);
+pub struct ToolNames(HashMap<String, Declared>);
 
 impl ToolNames {
-    /// The declared (namespace, name) of a chat tool call's name.
-    pub fn declared(&self, flat: &str) -> (Option<String>, String) {
-        match self.0.get(flat) {
-            Some((ns, name)) => (Some(ns.clone()), name.clone()),
-            None => (None, flat.to_string()),
-        }
+    /// The declared tool behind a chat tool call's name.
+    pub fn declared(&self, flat: &str) -> Declared {
+        self.0.get(flat).cloned().unwrap_or_else(|| Declared {
+            namespace: None,
+            name: flat.to_string(),
+            custom: false,
+        })
     }
+
+    fn add(&mut self, namespace: Option<&str>, name: &str, custom: bool) {
+        let declared = Declared {
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+            custom,
+        };
+        self.0.insert(flat_name(namespace, name), declared);
+    }
+}
+
+/// The free-text input of a custom tool call, from the chat call's `{"input": …}` arguments
+/// (the arguments as they are when the model did not follow that shape).
+fn custom_input(arguments: &str) -> String {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|v| v.get("input")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| arguments.to_string())
 }
 
 fn flat_name(namespace: Option<&str>, name: &str) -> String {
@@ -251,6 +280,10 @@ fn chat_tools(tools: &[Value]) -> Result<(Vec<Value>, ToolNames, Vec<String>), S
         let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
             "function" => out.push(chat_function(t, None, &format!("tools[{i}]"))?),
+            "custom" => {
+                out.push(chat_custom(t, None, &format!("tools[{i}]"))?);
+                names.add(None, t["name"].as_str().unwrap_or_default(), true);
+            }
             "namespace" => {
                 let ns = t
                     .get("name")
@@ -259,16 +292,20 @@ fn chat_tools(tools: &[Value]) -> Result<(Vec<Value>, ToolNames, Vec<String>), S
                 let inner = t.get("tools").and_then(Value::as_array);
                 for (j, f) in inner.into_iter().flatten().enumerate() {
                     let at = format!("tools[{i}].tools[{j}]");
-                    if f.get("type").and_then(Value::as_str) != Some("function") {
-                        skipped.push(format!("{at} ({})", f["type"]));
-                        continue;
-                    }
-                    let tool = chat_function(f, Some(ns), &at)?;
-                    let declared = f["name"].as_str().unwrap_or_default().to_string();
-                    names
-                        .0
-                        .insert(flat_name(Some(ns), &declared), (ns.to_string(), declared));
-                    out.push(tool);
+                    let custom = match f.get("type").and_then(Value::as_str) {
+                        Some("function") => false,
+                        Some("custom") => true,
+                        _ => {
+                            skipped.push(format!("{at} ({})", f["type"]));
+                            continue;
+                        }
+                    };
+                    out.push(if custom {
+                        chat_custom(f, Some(ns), &at)?
+                    } else {
+                        chat_function(f, Some(ns), &at)?
+                    });
+                    names.add(Some(ns), f["name"].as_str().unwrap_or_default(), custom);
                 }
             }
             "" => return Err(format!("tools[{i}].type is missing")),
@@ -302,6 +339,36 @@ fn chat_function(t: &Value, namespace: Option<&str>, at: &str) -> Result<Value, 
     Ok(json!({"type": "function", "function": f}))
 }
 
+/// A `custom` tool (free-text input, optionally with a grammar) as a chat function taking
+/// one `input` string; the grammar goes into the description so the model can follow it.
+fn chat_custom(t: &Value, namespace: Option<&str>, at: &str) -> Result<Value, String> {
+    let name = t
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{at}.name is missing"))?;
+    let mut description = t
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let format = t.get("format");
+    if format.and_then(|f| f.get("type")).and_then(Value::as_str) == Some("grammar") {
+        let f = format.expect("checked above");
+        let syntax = f.get("syntax").and_then(Value::as_str).unwrap_or("lark");
+        let definition = f.get("definition").and_then(Value::as_str).unwrap_or("");
+        description.push_str(&format!(
+            "\n\nThe input must follow this {syntax} grammar:\n{definition}"
+        ));
+    }
+    Ok(json!({"type": "function", "function": {
+        "name": flat_name(namespace, name),
+        "description": description,
+        "parameters": {"type": "object", "properties": {"input": {"type": "string",
+            "description": "The tool's whole input as free text (as described above), not JSON."}},
+            "required": ["input"]}}}))
+}
+
 /// `tool_choice` for a chat target; one that forces a built-in tool is an error.
 fn chat_tool_choice(tc: &Value, names: &ToolNames) -> Result<Option<Value>, String> {
     if let Some(s) = tc.as_str() {
@@ -314,7 +381,7 @@ fn chat_tool_choice(tc: &Value, names: &ToolNames) -> Result<Option<Value>, Stri
     }
     let kind = tc.get("type").and_then(Value::as_str).unwrap_or("");
     match kind {
-        "function" => {
+        "function" | "custom" => {
             let name = tc
                 .get("name")
                 .and_then(Value::as_str)
@@ -326,7 +393,7 @@ fn chat_tool_choice(tc: &Value, names: &ToolNames) -> Result<Option<Value>, Stri
                 names
                     .0
                     .iter()
-                    .find(|(_, (_, n))| n == name)
+                    .find(|(_, d)| d.name == name)
                     .map(|(f, _)| f.clone())
                     .unwrap_or(flat)
             } else {
@@ -380,6 +447,15 @@ fn append_item(
 ) -> Result<(), String> {
     match item {
         InputItem::Message(m) => messages.push(chat_message(m, index)?),
+        InputItem::CustomToolCall(c) => {
+            let call = FunctionCallItem {
+                call_id: c.call_id,
+                name: c.name,
+                namespace: c.namespace,
+                arguments: json!({"input": c.input}).to_string(),
+            };
+            return append_item(messages, called, index, InputItem::FunctionCall(call));
+        }
         InputItem::FunctionCall(c) => {
             called.insert(c.call_id.clone());
             let call = ToolCall {
@@ -588,25 +664,41 @@ impl Shape {
         }
     }
 
+    /// A finished tool call as the client declared the tool: a `function_call`, or a
+    /// `custom_tool_call` with the free-text input.
     fn call_item(
         &self,
+        id: Option<String>,
         call_id: String,
         flat: &str,
         arguments: String,
-        status: &'static str,
     ) -> OutputItem {
-        let (namespace, name) = self.names.declared(flat);
+        let Declared {
+            namespace,
+            name,
+            custom,
+        } = self.names.declared(flat);
+        let call_id = if call_id.is_empty() {
+            new_id("call")
+        } else {
+            call_id
+        };
+        if custom {
+            return OutputItem::CustomToolCall {
+                id: id.unwrap_or_else(|| new_id("ctc")),
+                call_id,
+                namespace,
+                name,
+                input: custom_input(&arguments),
+            };
+        }
         OutputItem::FunctionCall {
-            id: new_id("fc"),
-            call_id: if call_id.is_empty() {
-                new_id("call")
-            } else {
-                call_id
-            },
+            id: id.unwrap_or_else(|| new_id("fc")),
+            call_id,
             namespace,
             name,
             arguments,
-            status,
+            status: "completed",
         }
     }
 }
@@ -650,10 +742,10 @@ pub fn from_chat(
         for call in m.tool_calls.into_iter().flatten() {
             all_text.push_str(&call.function.arguments);
             resp.output.push(shape.call_item(
+                None,
                 call.id,
                 &call.function.name,
                 call.function.arguments,
-                "completed",
             ));
         }
     }
@@ -765,6 +857,9 @@ struct OpenCall {
     call_id: String,
     name: String,
     arguments: String,
+    /// A custom tool's input is sent whole when the call ends: the chat call streams it as
+    /// fragments of `{"input": "…"}` JSON, not as the text itself.
+    custom: bool,
 }
 
 /// Canonical chunks in, Responses events out: fed one chunk at a time, it yields the events
@@ -1023,24 +1118,23 @@ impl StreamTranslator {
         if !self.calls.contains_key(&d.index) {
             self.close_message("completed", out);
             let flat = name.clone().unwrap_or_default();
-            let OutputItem::FunctionCall {
-                id,
-                call_id,
-                namespace,
-                name: declared,
-                ..
-            } = self.shape.call_item(
-                d.id.clone().unwrap_or_default(),
-                &flat,
-                String::new(),
-                "in_progress",
-            )
-            else {
-                unreachable!("call_item makes function calls")
+            let declared = self.shape.names.declared(&flat);
+            let call_id =
+                d.id.clone()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| new_id("call"));
+            let (id, mut item) = if declared.custom {
+                let id = new_id("ctc");
+                let item = json!({"type": "custom_tool_call", "id": id, "call_id": call_id,
+                    "name": declared.name, "input": ""});
+                (id, item)
+            } else {
+                let id = new_id("fc");
+                let item = json!({"type": "function_call", "id": id, "call_id": call_id,
+                    "name": declared.name, "arguments": "", "status": "in_progress"});
+                (id, item)
             };
-            let mut item = json!({"type": "function_call", "id": id, "call_id": call_id,
-                "name": declared, "arguments": "", "status": "in_progress"});
-            if let Some(ns) = &namespace {
+            if let Some(ns) = &declared.namespace {
                 item["namespace"] = json!(ns);
             }
             let index = self.open_item(item, out);
@@ -1052,6 +1146,7 @@ impl StreamTranslator {
                     call_id,
                     name: flat,
                     arguments: String::new(),
+                    custom: declared.custom,
                 },
             );
         } else if let Some(n) = name {
@@ -1064,6 +1159,9 @@ impl StreamTranslator {
             let c = self.calls.get_mut(&d.index).expect("inserted above");
             c.arguments.push_str(&a);
             self.output_chars += a.len();
+            if c.custom {
+                return;
+            }
             let (id, index) = (c.id.clone(), c.index);
             out.push(self.event(
                 "response.function_call_arguments.delta",
@@ -1081,19 +1179,28 @@ impl StreamTranslator {
     fn close_calls(&mut self, out: &mut Vec<StreamEvent>) {
         let calls = std::mem::take(&mut self.calls);
         for (_, c) in calls {
-            let (namespace, name) = self.shape.names.declared(&c.name);
-            out.push(self.event(
-                "response.function_call_arguments.done",
-                json!({"item_id": c.id, "output_index": c.index, "name": name, "arguments": c.arguments}),
-            ));
-            let item = OutputItem::FunctionCall {
-                id: c.id,
-                call_id: c.call_id,
-                namespace,
-                name,
-                arguments: c.arguments,
-                status: "completed",
-            };
+            let item = self
+                .shape
+                .call_item(Some(c.id.clone()), c.call_id, &c.name, c.arguments);
+            match &item {
+                OutputItem::CustomToolCall { input, .. } => {
+                    out.push(self.event(
+                        "response.custom_tool_call_input.delta",
+                        json!({"item_id": c.id, "output_index": c.index, "delta": input}),
+                    ));
+                    out.push(self.event(
+                        "response.custom_tool_call_input.done",
+                        json!({"item_id": c.id, "output_index": c.index, "input": input}),
+                    ));
+                }
+                OutputItem::FunctionCall {
+                    name, arguments, ..
+                } => out.push(self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": c.id, "output_index": c.index, "name": name, "arguments": arguments}),
+                )),
+                _ => {}
+            }
             self.close_item(c.index, item, out);
         }
     }
@@ -1236,13 +1343,18 @@ mod tests {
         );
         assert_eq!(t.chat.extra["tool_choice"], "auto");
         assert_eq!(t.chat.extra["parallel_tool_calls"], true);
+        let d = t.shape.names.declared("multi_agent__spawn");
         assert_eq!(
-            t.shape.names.declared("multi_agent__spawn"),
-            (Some("multi_agent".into()), "spawn".into())
+            (d.namespace.as_deref(), d.name.as_str(), d.custom),
+            (Some("multi_agent"), "spawn", false)
         );
         assert_eq!(
             t.shape.names.declared("exec_command"),
-            (None, "exec_command".into())
+            Declared {
+                namespace: None,
+                name: "exec_command".into(),
+                custom: false
+            }
         );
     }
 
@@ -1366,6 +1478,35 @@ mod tests {
         assert_eq!(
             (u.input_tokens, u.output_tokens, u.effective_context),
             (5, 3, 9)
+        );
+    }
+
+    #[test]
+    fn non_stream_answer_with_reasoning_calls_and_usage_details() {
+        let t = chat(json!({"model": "client-model", "input": "x",
+            "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]}]}));
+        let r: ChatResponse = serde_json::from_value(json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "upstream",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {
+                "role": "assistant", "content": "Let me see.", "refusal": null,
+                "reasoning_content": "thinking hard",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "ns__f", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                      "prompt_tokens_details": {"cached_tokens": 4},
+                      "completion_tokens_details": {"reasoning_tokens": 2}}}))
+        .unwrap();
+        let v = serde_json::to_value(from_chat(r, &t.shape, 12, |_| 0)).unwrap();
+        assert_eq!(v["model"], "client-model");
+        assert_eq!(v["output"][0]["type"], "reasoning");
+        assert_eq!(v["output"][0]["content"][0]["text"], "thinking hard");
+        assert_eq!(v["output"][1]["content"][0]["text"], "Let me see.");
+        assert_eq!(v["output"][2]["name"], "f");
+        assert_eq!(v["output"][2]["namespace"], "ns");
+        assert_eq!(
+            v["usage"],
+            json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+                   "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 2},
+                   "total_tokens": 15, "effective_context": 12})
         );
     }
 
