@@ -779,3 +779,32 @@ async fn images_reach_an_anthropic_target() {
     assert_eq!(content[1]["type"], "image");
     assert_eq!(content[1]["source"]["type"], "base64");
 }
+
+#[tokio::test]
+async fn function_call_output_continues_a_stored_tool_call() {
+    let mock = TurnsMock::start(vec![
+        Turn::Call("get_weather".into(), json!({"city": "Paris"})),
+        Turn::Text("Sunny.".into()),
+    ])
+    .await;
+    let cfg = ConfigDir::new(json!({"t": provider("openai", &mock.endpoint, None, &["m"])}));
+    let gw = Gateway::start_with(cfg).await;
+    let tools =
+        json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
+    let first = create(
+        &gw,
+        json!({"model": "t/m", "input": "Weather in Paris?", "tools": tools}),
+    )
+    .await;
+    let call_id = first["output"][0]["call_id"].as_str().unwrap();
+    let second = create(&gw, json!({"model": "t/m", "tools": tools, "previous_response_id": first["id"],
+        "input": [{"type": "function_call_output", "call_id": call_id, "output": "{\"sky\":\"clear\"}"}]})).await;
+    assert_eq!(output_text(&second), "Sunny.");
+    assert_eq!(
+        mock.received.last().body["messages"],
+        json!([{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": null, "tool_calls": [{"id": call_id, "type": "function",
+                   "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+               {"role": "tool", "content": "{\"sky\":\"clear\"}", "tool_call_id": call_id}])
+    );
+}
