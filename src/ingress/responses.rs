@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -779,12 +779,6 @@ impl StreamEvent {
         out.put_slice(&self.json);
         out.put_slice(b"\n\n");
     }
-
-    pub fn to_sse(&self) -> Bytes {
-        let mut b = BytesMut::new();
-        self.write_sse(&mut b);
-        b.freeze()
-    }
 }
 
 /// An event's data: `type` and `sequence_number` first, then the event's own fields.
@@ -898,10 +892,6 @@ impl StreamTranslator {
             usage: None,
             output_chars: 0,
         }
-    }
-
-    pub fn shape(&self) -> &Shape {
-        &self.shape
     }
 
     /// The conversation's input items, for the store (taken once, at the end).

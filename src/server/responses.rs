@@ -255,7 +255,7 @@ impl Run {
     /// Writes what one upstream item becomes; true when the stream is over.
     async fn step(
         &mut self,
-        item: Option<Result<StreamItem, crate::providers::ProviderError>>,
+        item: Option<Result<StreamItem, ProviderError>>,
         out: &mut BytesMut,
     ) -> bool {
         let write = |events: Vec<StreamEvent>, out: &mut BytesMut| {
