@@ -808,3 +808,36 @@ async fn function_call_output_continues_a_stored_tool_call() {
                {"role": "tool", "content": "{\"sky\":\"clear\"}", "tool_call_id": call_id}])
     );
 }
+
+#[tokio::test]
+async fn condensation_applies_to_translated_requests() {
+    let mock = openai_mock::OpenAiMock::start().await;
+    let cfg = ConfigDir::new(
+        json!({"up": {"type": "openai", "endpoint": mock.endpoint, "models": [
+        {"name": "small", "context_size": 100000, "condense_context": 10, "condense_method": "algorithmic"}]}}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    let log = "ERROR connection refused to db:5432 while serving the request\n".repeat(4000);
+    let v = create(
+        &gw,
+        json!({"model": "up/small", "input": [
+        {"role": "user", "content": "Why did it crash?"},
+        {"type": "function_call", "call_id": "call_log", "name": "read_log", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_log", "output": log},
+        {"role": "user", "content": "List every distinct error."}]}),
+    )
+    .await;
+    let sent = mock.received.last().body["messages"].clone();
+    let tool = sent[2]["content"].as_str().unwrap();
+    assert!(
+        tool.len() < log.len() / 10,
+        "the log was condensed: {} bytes",
+        tool.len()
+    );
+    assert_eq!(sent[2]["tool_call_id"], "call_log", "tool pairing kept");
+    assert!(
+        v["usage"]["effective_context"].as_u64().unwrap() < 10_000,
+        "{}",
+        v["usage"]
+    );
+}
