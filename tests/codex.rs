@@ -161,3 +161,43 @@ async fn codex_exec_tool_round_trip() {
         "the tool message carries the command's output: {output}"
     );
 }
+
+#[tokio::test]
+async fn codex_exec_through_a_rotation_and_an_autoselect() {
+    let mock = TurnsMock::start(vec![Turn::Text("Routed answer.".into())]).await;
+    let selector = support::scripted_mock::ScriptedMock::start(
+        "<aisbf_model_autoselection>rotation/r</aisbf_model_autoselection>",
+    )
+    .await;
+    let cfg = ConfigDir::new(json!({
+        "dead": provider("openai", &dead_endpoint(), None, &["gpt-4o"]),
+        "up": provider("openai", &mock.endpoint, None, &["gpt-4o"]),
+        "sel": provider("openai", &selector.endpoint, None, &["pick"]),
+    }));
+    cfg.write(
+        "rotations.json",
+        &json!({"rotations": {"r": {"providers": [
+        {"provider_id": "dead", "weight": 100, "models": [{"name": "gpt-4o"}]},
+        {"provider_id": "up", "weight": 1, "models": [{"name": "gpt-4o"}]}]}}}),
+    );
+    cfg.write(
+        "autoselect.json",
+        &json!({"autoselect": {"auto": {
+        "selection_model": "sel/pick", "fallback": "rotation/r",
+        "available_models": [{"model_id": "rotation/r", "description": "Anything"}]}}}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    for model in ["rotation/r", "autoselect/auto"] {
+        let (ok, stdout, stderr) = codex_exec(&gw, model, "say hi").await;
+        assert!(ok, "{model}: codex failed:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("Routed answer."),
+            "{model}: stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert_eq!(mock.received.count(), 2, "both served by the live entry");
+    assert!(
+        selector.received.count() >= 1,
+        "the autoselect asked its selector"
+    );
+}

@@ -841,3 +841,48 @@ async fn condensation_applies_to_translated_requests() {
         v["usage"]
     );
 }
+
+#[tokio::test]
+async fn official_sdk_through_every_target_kind() {
+    let a = anthropic_mock::AnthropicMock::start().await;
+    let g = gemini_mock::GeminiMock::start().await;
+    let o = ollama_mock::OllamaMock::start().await;
+    let up = openai_mock::OpenAiMock::start().await;
+    let selector = scripted_mock::ScriptedMock::start(
+        "<aisbf_model_autoselection>a/claude-x</aisbf_model_autoselection>",
+    )
+    .await;
+    let cfg = ConfigDir::new(json!({
+        "a": provider("anthropic", &a.endpoint, Some("k"), &["claude-x"]),
+        "g": provider("google", &g.endpoint, Some("k"), &["gemini-x"]),
+        "o": provider("ollama", &o.endpoint, None, &["llama3"]),
+        "up": provider("openai", &up.endpoint, None, &["gpt-4o"]),
+        "dead": provider("openai", &dead_endpoint(), None, &["gpt-4o"]),
+        "sel": provider("openai", &selector.endpoint, None, &["pick"]),
+    }));
+    cfg.write(
+        "rotations.json",
+        &json!({"rotations": {"r": {"providers": [
+        {"provider_id": "dead", "weight": 100, "models": [{"name": "gpt-4o"}]},
+        {"provider_id": "up", "weight": 1, "models": [{"name": "gpt-4o"}]}]}}}),
+    );
+    cfg.write(
+        "autoselect.json",
+        &json!({"autoselect": {"auto": {
+        "selection_model": "sel/pick", "fallback": "rotation/r",
+        "available_models": [{"model_id": "a/claude-x", "description": "Anything"}]}}}),
+    );
+    let gw = Gateway::start_with(cfg).await;
+    for (model, text) in [
+        ("a/claude-x", anthropic_mock::REPLY.concat()),
+        ("g/gemini-x", gemini_mock::REPLY.concat()),
+        ("o/llama3", ollama_mock::REPLY.concat()),
+        ("rotation/r", openai_mock::REPLY.concat()),
+        ("autoselect/auto", anthropic_mock::REPLY.concat()),
+    ] {
+        for mode in ["create", "helper"] {
+            let v = openai_sdk_responses(&gw.base_v1(), model, mode).await;
+            assert_eq!(v["text"], text, "{model} {mode}: {v}");
+        }
+    }
+}
