@@ -201,3 +201,49 @@ async fn codex_exec_through_a_rotation_and_an_autoselect() {
         "the autoselect asked its selector"
     );
 }
+
+/// A tool round trip through a target of `kind`: the mock asks Codex to run a command whose
+/// output differs from its text (`$((6*7))`), so the output in the second upstream request
+/// proves the command ran; then it answers.
+async fn round_trip_through(kind: &str) {
+    let mock = TurnsMock::start(vec![
+        Turn::Call(
+            "exec_command".into(),
+            json!({"cmd": "echo aisbf-$((6*7))-ok"}),
+        ),
+        Turn::Text(format!("Done through {kind}.")),
+    ])
+    .await;
+    let key = (kind != "ollama").then_some("sk-up");
+    let cfg = ConfigDir::new(json!({"up": provider(kind, &mock.endpoint_for(kind), key, &["m1"])}));
+    let gw = Gateway::start_with(cfg).await;
+    let (ok, stdout, stderr) = codex_exec(&gw, "up/m1", "run echo for me").await;
+    assert!(ok, "{kind}: codex failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("Done through {kind}.")),
+        "{kind}: stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let all = mock.received.all();
+    assert_eq!(all.len(), 2, "{kind}: two upstream turns");
+    let second = all[1].body.to_string();
+    assert!(
+        second.contains("aisbf-42-ok"),
+        "{kind}: the second request carries the command's output: {second}"
+    );
+    assert!(!all[0].body.to_string().contains("aisbf-42-ok"));
+}
+
+#[tokio::test]
+async fn codex_exec_tool_round_trip_through_anthropic() {
+    round_trip_through("anthropic").await;
+}
+
+#[tokio::test]
+async fn codex_exec_tool_round_trip_through_google() {
+    round_trip_through("google").await;
+}
+
+#[tokio::test]
+async fn codex_exec_tool_round_trip_through_ollama() {
+    round_trip_through("ollama").await;
+}

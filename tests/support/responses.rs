@@ -151,15 +151,22 @@ pub enum Turn {
     Call(String, Value),
 }
 
-/// An OpenAI Chat Completions upstream (`POST /v1/chat/completions`) that answers each request
-/// with the next scripted turn (the last one repeats), as JSON or as an SSE stream, and
-/// records what it received.
+/// An upstream that answers each request with the next scripted turn (the last one
+/// repeats), as JSON or as a stream, in the native API of each provider type on one port:
+/// OpenAI Chat Completions (`POST /v1/chat/completions`, SSE), Anthropic Messages
+/// (`POST /v1/messages`, named SSE events), Gemini (`POST /v1beta/models/M:generateContent` /
+/// `:streamGenerateContent?alt=sse`) and Ollama (`POST /api/chat`, NDJSON). It records what
+/// it received.
 #[derive(Clone)]
 pub struct TurnsMock {
+    /// The OpenAI-type endpoint (ends in `/v1`).
     pub endpoint: String,
+    /// The bare base URL: the endpoint of the anthropic, google and ollama types.
+    pub base: String,
     pub received: Recorder,
-    turns: Arc<Mutex<VecDeque<Turn>>>,
 }
+
+type TurnsState = (Recorder, Arc<Mutex<VecDeque<Turn>>>);
 
 impl TurnsMock {
     pub async fn start(turns: Vec<Turn>) -> TurnsMock {
@@ -167,13 +174,137 @@ impl TurnsMock {
         let turns = Arc::new(Mutex::new(VecDeque::from(turns)));
         let app = Router::new()
             .route("/v1/chat/completions", post(turn))
+            .route("/v1/messages", post(anthropic_turn))
+            .route("/v1beta/models/{call}", post(gemini_turn))
+            .route("/api/chat", post(ollama_turn))
             .with_state((received.clone(), turns.clone()));
+        let base = serve_app(app).await;
         TurnsMock {
-            endpoint: format!("{}/v1", serve_app(app).await),
+            endpoint: format!("{base}/v1"),
+            base,
             received,
-            turns,
         }
     }
+
+    /// The endpoint to configure for a provider of `kind`.
+    pub fn endpoint_for(&self, kind: &str) -> String {
+        if kind == "openai" {
+            self.endpoint.clone()
+        } else {
+            self.base.clone()
+        }
+    }
+}
+
+fn next_turn(turns: &Mutex<VecDeque<Turn>>) -> Turn {
+    let mut q = turns.lock().unwrap();
+    if q.len() > 1 {
+        q.pop_front().unwrap()
+    } else {
+        q.front().cloned().expect("a scripted turn")
+    }
+}
+
+fn streamed(content_type: &'static str, pieces: Vec<String>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        chunked_body(
+            pieces.into_iter().map(String::into_bytes).collect(),
+            Duration::from_millis(2),
+            false,
+        ),
+    )
+        .into_response()
+}
+
+async fn anthropic_turn(State((received, turns)): State<TurnsState>, req: Request) -> Response {
+    let r = record(&received, req).await;
+    let model = r.body["model"].as_str().unwrap_or("m").to_string();
+    let t = next_turn(&turns);
+    let (block, stop) = match &t {
+        Turn::Text(s) => (json!({"type": "text", "text": s}), "end_turn"),
+        Turn::Call(name, args) => (
+            json!({"type": "tool_use", "id": "toolu_turn1", "name": name, "input": args}),
+            "tool_use",
+        ),
+    };
+    let message = |content: Value, stop: Option<&str>, out: u64| {
+        json!({"id": "msg_turn", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": 20, "output_tokens": out}})
+    };
+    if r.body["stream"] != json!(true) {
+        return axum::Json(message(json!([block]), Some(stop), 4)).into_response();
+    }
+    let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let (start, delta) = match &t {
+        Turn::Text(s) => (
+            json!({"type": "text", "text": ""}),
+            json!({"type": "text_delta", "text": s}),
+        ),
+        Turn::Call(name, args) => (
+            json!({"type": "tool_use", "id": "toolu_turn1", "name": name, "input": {}}),
+            json!({"type": "input_json_delta", "partial_json": args.to_string()}),
+        ),
+    };
+    streamed(
+        "text/event-stream",
+        vec![
+            ev(json!({"type": "message_start", "message": message(json!([]), None, 1)})),
+            ev(json!({"type": "content_block_start", "index": 0, "content_block": start})),
+            ev(json!({"type": "content_block_delta", "index": 0, "delta": delta})),
+            ev(json!({"type": "content_block_stop", "index": 0})),
+            ev(
+                json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+                      "usage": {"output_tokens": 4}}),
+            ),
+            ev(json!({"type": "message_stop"})),
+        ],
+    )
+}
+
+async fn gemini_turn(State((received, turns)): State<TurnsState>, req: Request) -> Response {
+    let r = record(&received, req).await;
+    let part = match next_turn(&turns) {
+        Turn::Text(s) => json!({"text": s}),
+        Turn::Call(name, args) => json!({"functionCall": {"name": name, "args": args}}),
+    };
+    let body = json!({"candidates": [{"content": {"role": "model", "parts": [part]},
+            "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 4, "totalTokenCount": 24},
+        "modelVersion": "gemini-turn"});
+    if r.path.ends_with(":streamGenerateContent") {
+        return streamed("text/event-stream", vec![format!("data: {body}\r\n\r\n")]);
+    }
+    axum::Json(body).into_response()
+}
+
+async fn ollama_turn(State((received, turns)): State<TurnsState>, req: Request) -> Response {
+    let r = record(&received, req).await;
+    let model = r.body["model"].as_str().unwrap_or("m").to_string();
+    let message = match next_turn(&turns) {
+        Turn::Text(s) => json!({"role": "assistant", "content": s}),
+        Turn::Call(name, args) => json!({"role": "assistant", "content": "",
+            "tool_calls": [{"function": {"name": name, "arguments": args}}]}),
+    };
+    let at = "2024-07-22T20:33:28.123648Z";
+    let last = |message: Value| {
+        json!({"model": model, "created_at": at, "message": message, "done": true,
+            "done_reason": "stop", "prompt_eval_count": 20, "eval_count": 4})
+    };
+    // Like the real server, it streams unless told otherwise.
+    if r.body["stream"] == json!(false) {
+        return axum::Json(last(message)).into_response();
+    }
+    let first = json!({"model": model, "created_at": at, "message": message, "done": false});
+    streamed(
+        "application/x-ndjson",
+        vec![
+            format!("{first}\n"),
+            format!("{}\n", last(json!({"role": "assistant", "content": ""}))),
+        ],
+    )
 }
 
 fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
@@ -182,20 +313,10 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
     format!("data: {c}\n\n")
 }
 
-async fn turn(
-    State((received, turns)): State<(Recorder, Arc<Mutex<VecDeque<Turn>>>)>,
-    req: Request,
-) -> Response {
+async fn turn(State((received, turns)): State<TurnsState>, req: Request) -> Response {
     let r = record(&received, req).await;
     let model = r.body["model"].as_str().unwrap_or("m").to_string();
-    let t = {
-        let mut q = turns.lock().unwrap();
-        if q.len() > 1 {
-            q.pop_front().unwrap()
-        } else {
-            q.front().cloned().expect("a scripted turn")
-        }
-    };
+    let t = next_turn(&turns);
     let usage = json!({"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24});
     if r.body["stream"] != json!(true) {
         let message = match &t {
