@@ -18,6 +18,10 @@ use crate::providers::{ProviderError, StreamEnd};
 
 pub mod store;
 
+use std::sync::Arc;
+
+use store::StoredResponse;
+
 /// What the Responses ingress keeps in the application state, built once. (Passthrough to
 /// `responses: true` providers is the router's generic native passthrough.)
 pub struct ResponsesState {
@@ -113,9 +117,11 @@ pub struct Shape {
     pub metadata: Value,
     pub user: Option<String>,
     pub names: ToolNames,
-    /// Every input item of the conversation so far (the previous response's included), as
-    /// the store keeps them for a later `previous_response_id`.
-    pub history: Vec<Value>,
+    /// This request's own input items and the stored response it continues: what the store
+    /// keeps, so a chain of `previous_response_id`s shares its earlier turns (memory grows
+    /// with the conversation, not with its square).
+    pub input: Vec<Value>,
+    pub previous: Option<Arc<StoredResponse>>,
 }
 
 pub struct Translated {
@@ -135,7 +141,10 @@ pub fn new_id(prefix: &str) -> String {
 /// The Responses request as the canonical chat request. `previous` is the stored
 /// conversation of `previous_response_id` (its input and output items). Errors name the
 /// field, for a 400.
-pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated, String> {
+pub fn to_chat(
+    req: ResponsesRequest,
+    previous: Option<Arc<StoredResponse>>,
+) -> Result<Translated, String> {
     let (tools, names, skipped) = chat_tools(&req.tools)?;
     if !skipped.is_empty() {
         tracing::debug!(
@@ -150,7 +159,10 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
 
     let stream = req.is_stream();
     let keeps = req.keeps();
-    let mut history = previous;
+    let mut history = previous
+        .as_deref()
+        .map(StoredResponse::conversation)
+        .unwrap_or_default();
     let prior = history.len();
     match req.input {
         None => {}
@@ -243,7 +255,8 @@ pub fn to_chat(req: ResponsesRequest, previous: Vec<Value>) -> Result<Translated
         metadata: req.metadata.unwrap_or_else(|| json!({})),
         user: req.user,
         names,
-        history,
+        input: history.split_off(prior),
+        previous,
     };
     Ok(Translated { chat, shape })
 }
@@ -761,13 +774,6 @@ pub fn from_chat(
     resp
 }
 
-/// The conversation a stored response continues: its input items, then its output.
-pub fn continuation(history: &[Value], response: &ResponseObject) -> Vec<Value> {
-    let mut items = history.to_vec();
-    items.extend(response.output.iter().filter_map(OutputItem::as_input));
-    items
-}
-
 // ---------- streams ----------
 
 impl StreamEvent {
@@ -894,9 +900,13 @@ impl StreamTranslator {
         }
     }
 
-    /// The conversation's input items, for the store (taken once, at the end).
-    pub fn take_history(&mut self) -> Vec<Value> {
-        std::mem::take(&mut self.shape.history)
+    /// The response as the store keeps it (taken once, at the end).
+    pub fn take_stored(&mut self) -> StoredResponse {
+        StoredResponse {
+            response: self.response.clone(),
+            input: std::mem::take(&mut self.shape.input),
+            previous: self.shape.previous.take(),
+        }
     }
 
     /// The response as it stands (the whole one after `finish`).
@@ -1265,7 +1275,7 @@ mod tests {
     }
 
     fn chat(v: Value) -> Translated {
-        to_chat(req(v), Vec::new()).unwrap()
+        to_chat(req(v), None).unwrap()
     }
 
     #[test]
@@ -1350,7 +1360,7 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_field() {
-        let err = |v: Value| to_chat(req(v), Vec::new()).err().unwrap();
+        let err = |v: Value| to_chat(req(v), None).err().unwrap();
         assert!(err(json!({"model": "m", "input": [{"type": "bogus"}]}))
             .contains("input[0].type 'bogus'"));
         assert!(err(

@@ -18,7 +18,7 @@ use crate::api::native::{NativeFormat, NativeRequest};
 use crate::api::openai::ChatRequest;
 use crate::api::responses::{ResponsesRequest, StreamEvent};
 use crate::ingress::responses::store::{ResponseStore, StoredResponse};
-use crate::ingress::responses::{continuation, from_chat, to_chat, StreamTranslator, Translated};
+use crate::ingress::responses::{from_chat, to_chat, StreamTranslator, Translated};
 use crate::providers::passthrough::{speaks, NativeOutcome, NativeStream};
 use crate::providers::{ChatOutcome, ChatStream, ProviderError, StreamItem};
 use crate::routing::{self, Served, Target};
@@ -74,9 +74,9 @@ pub async fn create(
                     .get(id)
                     .await
                     .ok_or_else(|| ApiError::PreviousResponseNotFound(id.clone()))?;
-                continuation(&stored.history, &stored.response)
+                Some(stored)
             }
-            None => Vec::new(),
+            None => None,
         };
         let Translated { chat, shape } = to_chat(req, previous).map_err(ApiError::BadRequest)?;
         (chat, Some(shape))
@@ -113,7 +113,8 @@ pub async fn create(
                     .store
                     .put(StoredResponse {
                         response: object,
-                        history: shape.history,
+                        input: shape.input,
+                        previous: shape.previous,
                     })
                     .await;
             }
@@ -289,13 +290,7 @@ impl Run {
 
     async fn keep(&mut self) {
         if let Some(store) = self.store.take() {
-            let history = self.tr.take_history();
-            store
-                .put(StoredResponse {
-                    response: self.tr.response().clone(),
-                    history,
-                })
-                .await;
+            store.put(self.tr.take_stored()).await;
         }
     }
 }

@@ -10,15 +10,33 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::api::responses::ResponseObject;
+use crate::api::responses::{OutputItem, ResponseObject};
 use crate::config::ResponsesSection;
 
-/// A finished response and the input items that led to it.
+/// A finished response, the input items of its request, and the stored response that
+/// request continued (`previous_response_id`), shared rather than copied.
 #[derive(Debug)]
 pub struct StoredResponse {
     pub response: ResponseObject,
-    /// Every input item of the conversation up to this response (previous ones included).
-    pub history: Vec<Value>,
+    pub input: Vec<Value>,
+    pub previous: Option<Arc<StoredResponse>>,
+}
+
+impl StoredResponse {
+    /// The whole conversation up to and including this response, as input items: every
+    /// earlier request's input and response output, oldest first.
+    pub fn conversation(&self) -> Vec<Value> {
+        let mut chain = vec![self];
+        while let Some(p) = chain.last().and_then(|s| s.previous.as_deref()) {
+            chain.push(p);
+        }
+        let mut items = Vec::new();
+        for s in chain.into_iter().rev() {
+            items.extend(s.input.iter().cloned());
+            items.extend(s.response.output.iter().filter_map(OutputItem::as_input));
+        }
+        items
+    }
 }
 
 #[async_trait]
@@ -90,13 +108,14 @@ mod tests {
 
     fn shape() -> Shape {
         let req = serde_json::from_value(serde_json::json!({"model": "m", "input": "x"})).unwrap();
-        to_chat(req, Vec::new()).unwrap().shape
+        to_chat(req, None).unwrap().shape
     }
 
     fn stored(id: &str) -> StoredResponse {
         StoredResponse {
             response: shape().response(id.into(), 0, "completed"),
-            history: Vec::new(),
+            input: Vec::new(),
+            previous: None,
         }
     }
 
@@ -123,6 +142,40 @@ mod tests {
         assert!(s.get("a").await.is_some());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(s.get("a").await.is_none());
+    }
+
+    #[test]
+    fn a_chain_shares_its_turns_and_replays_them_in_order() {
+        let turn = |text: &str, previous: Option<Arc<StoredResponse>>| {
+            let mut response = shape().response(format!("resp_{text}"), 0, "completed");
+            response.output.push(OutputItem::Message {
+                id: "msg_1".into(),
+                status: "completed",
+                role: "assistant",
+                content: vec![crate::api::responses::OutputText::new(format!("re {text}"))],
+            });
+            Arc::new(StoredResponse {
+                response,
+                input: vec![serde_json::json!({"role": "user", "content": text})],
+                previous,
+            })
+        };
+        let one = turn("one", None);
+        let two = turn("two", Some(one.clone()));
+        let three = turn("three", Some(two));
+        let texts: Vec<String> = three
+            .conversation()
+            .iter()
+            .map(|i| match &i["content"] {
+                serde_json::Value::String(s) => s.clone(),
+                parts => parts[0]["text"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            ["one", "re one", "two", "re two", "three", "re three"]
+        );
+        assert_eq!(Arc::strong_count(&one), 2, "shared, not copied");
     }
 
     #[tokio::test]
