@@ -886,3 +886,68 @@ async fn official_sdk_through_every_target_kind() {
         }
     }
 }
+
+/// The first text delta reaches the client while the upstream is still holding the rest of
+/// its answer: nothing is buffered.
+#[tokio::test]
+async fn stream_events_flow_as_they_arrive() {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let rx = rx.clone();
+            async move {
+                let chunk = |d: Value, f: Value| {
+                    let c = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                        "choices": [{"index": 0, "delta": d, "logprobs": null, "finish_reason": f}]});
+                    bytes::Bytes::from(format!("data: {c}\n\n"))
+                };
+                let first = chunk(json!({"role": "assistant", "content": "early"}), Value::Null);
+                let rest = async move {
+                    let rx = rx.lock().await.take().unwrap();
+                    let _ = rx.await;
+                    let mut b = chunk(json!({"content": " late"}), json!("stop")).to_vec();
+                    b.extend_from_slice(b"data: [DONE]\n\n");
+                    bytes::Bytes::from(b)
+                };
+                let body = futures::stream::once(async move { first })
+                    .chain(futures::stream::once(rest))
+                    .map(Ok::<_, std::io::Error>);
+                ([("content-type", "text/event-stream")], axum::body::Body::from_stream(body)).into_response()
+            }
+        }),
+    );
+    let base = serve_app(app).await;
+    let cfg =
+        ConfigDir::new(json!({"up": provider("openai", &format!("{base}/v1"), None, &["m"])}));
+    let gw = Gateway::start_with(cfg).await;
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "up/m", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while !seen.contains("\"delta\":\"early\"") {
+            let b = body.next().await.expect("more bytes").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    })
+    .await;
+    assert!(
+        wait.is_ok(),
+        "the first delta did not arrive before the upstream finished: {seen}"
+    );
+    tx.send(()).unwrap();
+    while let Some(b) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&b.unwrap()));
+    }
+    let events = assert_events(&seen);
+    assert_eq!(events_text(&events), "early late");
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+}
