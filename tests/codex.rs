@@ -247,3 +247,28 @@ async fn codex_exec_tool_round_trip_through_google() {
 async fn codex_exec_tool_round_trip_through_ollama() {
     round_trip_through("ollama").await;
 }
+
+#[tokio::test]
+async fn codex_exec_through_a_native_responses_provider() {
+    let mock = support::responses::ResponsesMock::start().await;
+    let mut p = provider("openai", &mock.endpoint, Some("sk-native"), &["gpt-5"]);
+    p["responses"] = json!(true);
+    let gw = Gateway::start_with(ConfigDir::new(json!({"n": p}))).await;
+    let (ok, stdout, stderr) = codex_exec(&gw, "n/gpt-5", "say hi").await;
+    assert!(ok, "codex failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(support::responses::NATIVE_TEXT),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let seen = mock.received.last();
+    assert_eq!(seen.body["model"], "gpt-5");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-native"));
+    // Passed through untouched: Codex's own fields and built-in tools reach the upstream.
+    assert_eq!(seen.body["store"], false);
+    assert!(seen.body["include"].is_array() && seen.body["client_metadata"].is_object());
+    assert!(seen.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["type"] == "web_search"));
+}

@@ -437,6 +437,17 @@ async fn native(State(received): State<Recorder>, req: Request) -> Response {
         format!("event: {kind}\ndata: {v}\n\n").into_bytes()
     };
     let item = json!({"type": "message", "id": "msg_native1", "status": "in_progress", "role": "assistant", "content": []});
+    let part =
+        json!({"type": "output_text", "text": NATIVE_TEXT, "annotations": [], "logprobs": []});
+    let empty = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+    let at = |v: Value| {
+        let mut base = json!({"item_id": "msg_native1", "output_index": 0, "content_index": 0});
+        base.as_object_mut()
+            .unwrap()
+            .extend(v.as_object().unwrap().clone());
+        base
+    };
+    let done_item = native_response(&model, "completed")["output"][0].clone();
     let pieces = vec![
         ev(
             0,
@@ -445,17 +456,33 @@ async fn native(State(received): State<Recorder>, req: Request) -> Response {
         ),
         ev(
             1,
-            "response.output_item.added",
-            json!({"output_index": 0, "item": item}),
+            "response.in_progress",
+            json!({"response": native_response(&model, "in_progress")}),
         ),
         ev(
             2,
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        ),
+        ev(3, "response.content_part.added", at(json!({"part": empty}))),
+        ev(
+            4,
             "response.output_text.delta",
-            json!({"item_id": "msg_native1", "output_index": 0,
-            "content_index": 0, "delta": NATIVE_TEXT, "logprobs": []}),
+            at(json!({"delta": NATIVE_TEXT, "logprobs": []})),
         ),
         ev(
-            3,
+            5,
+            "response.output_text.done",
+            at(json!({"text": NATIVE_TEXT, "logprobs": []})),
+        ),
+        ev(6, "response.content_part.done", at(json!({"part": part}))),
+        ev(
+            7,
+            "response.output_item.done",
+            json!({"output_index": 0, "item": done_item}),
+        ),
+        ev(
+            8,
             "response.completed",
             json!({"response": native_response(&model, "completed")}),
         ),
