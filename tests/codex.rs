@@ -28,6 +28,16 @@ fn codex_bin() -> PathBuf {
 
 /// Runs `codex exec PROMPT` against `gw`; returns (exit ok, stdout, stderr).
 async fn codex_exec(gw: &Gateway, model: &str, prompt: &str) -> (bool, String, String) {
+    codex_exec_with_key(gw, model, prompt, "sk-codex-client").await
+}
+
+/// As `codex_exec`, with `key` as the provider's `env_key` value (the gateway token).
+async fn codex_exec_with_key(
+    gw: &Gateway,
+    model: &str,
+    prompt: &str,
+    key: &str,
+) -> (bool, String, String) {
     // Under target/, not /tmp: Codex refuses to set up its helpers under a temp dir.
     let home = tempfile::Builder::new()
         .prefix("codex-home-")
@@ -60,7 +70,7 @@ stream_max_retries = 0
         .arg(prompt)
         .current_dir(work.path())
         .env("CODEX_HOME", home.path())
-        .env("AISBF_CODEX_TEST_KEY", "sk-codex-client")
+        .env("AISBF_CODEX_TEST_KEY", key)
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .stdin(std::process::Stdio::null())
@@ -271,4 +281,30 @@ async fn codex_exec_through_a_native_responses_provider() {
         .unwrap()
         .iter()
         .any(|t| t["type"] == "web_search"));
+}
+
+#[tokio::test]
+async fn codex_exec_with_gateway_auth() {
+    let mock = TurnsMock::start(vec![Turn::Text("Authorized answer.".into())]).await;
+    let cfg = ConfigDir::new(
+        json!({"up": provider("openai", &mock.endpoint, Some("sk-up"), &["gpt-4o"])}),
+    );
+    cfg.aisbf(json!({"auth": {"enabled": true, "tokens": ["gw-token-1"]}}));
+    let gw = Gateway::start_with(cfg).await;
+    let (ok, stdout, stderr) = codex_exec_with_key(&gw, "up/gpt-4o", "say hi", "gw-token-1").await;
+    assert!(
+        ok && stdout.contains("Authorized answer."),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        mock.received.last().header("authorization"),
+        Some("Bearer sk-up")
+    );
+    let (ok, stdout, _) = codex_exec_with_key(&gw, "up/gpt-4o", "say hi", "wrong").await;
+    assert!(!ok, "a wrong gateway token is refused: {stdout}");
+    assert_eq!(
+        mock.received.count(),
+        1,
+        "nothing reached the upstream without the token"
+    );
 }
