@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it: formatting, lints, then every unit,
 # integration and CLI test (including the ones that drive aisbf with the official openai
-# Python SDK, installed here into target/py if it is missing).
+# Python SDK and with OpenAI's Codex CLI, installed here into target/py and target/node if
+# they are missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
