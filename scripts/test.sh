@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it: formatting, lints, then every unit,
-# integration and CLI test (including the ones that drive aisbf with the official openai
-# Python SDK and with OpenAI's Codex CLI, installed here into target/py and target/node if
-# they are missing).
+# integration and CLI test (including the ones that drive aisbf with the official openai and
+# anthropic Python SDKs, installed here into target/py, and with OpenAI's Codex CLI and
+# Claude Code, installed from npm into target/node, when they are missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 py=target/py/bin/python
-# The pinned SDK has client.responses (tests/python/sdk_responses.py).
-if ! "$py" -c 'import openai, sys; sys.exit(openai.__version__ != "3.57.0")' 2>/dev/null; then
-  echo "== installing the openai Python SDK into target/py"
+# The pinned openai SDK has client.responses (tests/python/sdk_responses.py); httpx is
+# imported by tests/python/sdk_messages.py and pulled in by neither SDK (they use httpx2).
+if ! "$py" -c 'import openai, anthropic, httpx, sys; sys.exit(openai.__version__ != "3.57.0" or anthropic.__version__ != "2.10.0")' 2>/dev/null; then
+  echo "== installing the openai and anthropic Python SDKs into target/py"
   python3 -m venv target/py
-  "$py" -m pip install --quiet --disable-pip-version-check 'openai==3.57.0'
+  "$py" -m pip install --quiet --disable-pip-version-check 'openai==3.57.0' 'anthropic==2.10.0' 'httpx==0.28.1'
 fi
 export AISBF_TEST_PYTHON="$PWD/$py"
 
 # Node CLIs the suite drives, pinned, installed project-local into target/node in one npm
-# step: OpenAI's Codex CLI (tests/codex.rs).
-npm_packages=("@openai/codex@0.169.0")
+# step: OpenAI's Codex CLI (tests/codex.rs) and Claude Code (tests/claude_code.rs).
+npm_packages=("@openai/codex@0.169.0" "@anthropic-ai/claude-code@2.1.328")
 node_prefix=target/node
 if ! npm ls --prefix "$node_prefix" "${npm_packages[@]}" >/dev/null 2>&1; then
   echo "== installing ${npm_packages[*]} into $node_prefix"
@@ -25,6 +26,7 @@ if ! npm ls --prefix "$node_prefix" "${npm_packages[@]}" >/dev/null 2>&1; then
   npm install --prefix "$node_prefix" --no-audit --no-fund --loglevel=error "${npm_packages[@]}"
 fi
 export AISBF_TEST_CODEX="$PWD/$node_prefix/node_modules/.bin/codex"
+export AISBF_TEST_CLAUDE="$PWD/$node_prefix/node_modules/.bin/claude"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -322,3 +322,26 @@ fn sigterm_drains_an_in_flight_stream_and_exits_zero() {
     let status = server.wait().unwrap();
     assert!(status.success(), "exit 0 after draining: {status:?}");
 }
+
+#[test]
+fn an_alias_to_an_unknown_target_fails_check_config_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert!(
+        run(&["check-config", "--config-dir", dir.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let path = dir.join("aisbf.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["model_aliases"] = serde_json::json!({"claude-*": "nowhere/model", "fine": "openai/gpt-4o"});
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = run(&["check-config", "--config-dir", dir.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("aisbf.json") && out.contains("model_aliases.claude-*"),
+        "{out}"
+    );
+    assert!(!out.contains("model_aliases.fine"), "{out}");
+}

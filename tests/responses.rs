@@ -951,3 +951,20 @@ async fn stream_events_flow_as_they_arrive() {
     assert_eq!(events_text(&events), "early late");
     assert_eq!(events.last().unwrap()["type"], "response.completed");
 }
+
+#[tokio::test]
+async fn model_aliases_route_responses_requests() {
+    let (mock, _) = openai().await;
+    let cfg = ConfigDir::new(json!({"up": provider("openai", &mock.endpoint, None, &["gpt-4o"])}));
+    cfg.aisbf(json!({"model_aliases": {"gpt-5*": "up/gpt-4o", "broken": "nope/x"}}));
+    let gw = Gateway::start_with(cfg).await;
+    let v = create(&gw, json!({"model": "gpt-5.1-codex", "input": "Hi"})).await;
+    assert_eq!(
+        v["model"], "gpt-5.1-codex",
+        "the client's own name is echoed"
+    );
+    assert_eq!(output_text(&v), openai_mock::REPLY.concat());
+    assert_eq!(mock.received.last().body["model"], "gpt-4o");
+    let e = error(&gw, json!({"model": "broken", "input": "Hi"}), 404).await;
+    assert_eq!(e["error"]["type"], "not_found_error");
+}

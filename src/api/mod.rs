@@ -1,5 +1,6 @@
 //! Wire types. The canonical format inside the gateway is OpenAI Chat Completions.
 
+pub mod anthropic;
 pub mod native;
 pub mod openai;
 pub mod responses;

@@ -21,8 +21,61 @@ pub struct AisbfFile {
     pub timeouts: TimeoutsSection,
     pub error_tracking: ErrorTrackingSection,
     pub responses: ResponsesSection,
+    /// `{"NAME": "TARGET"}`: client model names routed to a `/v1` model reference.
+    pub model_aliases: BTreeMap<String, String>,
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// `model_aliases`, split once at load into exact names and `prefix*` patterns (longest
+/// first), so a lookup is one map probe and a short scan.
+#[derive(Debug, Clone, Default)]
+pub struct ModelAliases {
+    exact: BTreeMap<String, String>,
+    /// (prefix without the `*`, target), longest prefix first; `""` is the catch-all `*`.
+    prefixes: Vec<(String, String)>,
+}
+
+impl ModelAliases {
+    pub fn new(map: &BTreeMap<String, String>) -> ModelAliases {
+        let mut a = ModelAliases::default();
+        for (k, v) in map {
+            match k.strip_suffix('*') {
+                Some(prefix) => a.prefixes.push((prefix.to_string(), v.clone())),
+                None => {
+                    a.exact.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        a.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        a
+    }
+
+    /// The alias `name` matches: the exact key, else the longest matching prefix. Returns
+    /// (key as written in aisbf.json, target).
+    pub fn lookup(&self, name: &str) -> Option<(String, &str)> {
+        if let Some(t) = self.exact.get(name) {
+            return Some((name.to_string(), t));
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| name.starts_with(p.as_str()))
+            .map(|(p, t)| (format!("{p}*"), t.as_str()))
+    }
+
+    /// Exact keys and their targets (patterns are not model names).
+    pub fn exact(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.exact.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Every (key as written, target).
+    pub fn all(&self) -> impl Iterator<Item = (String, &str)> {
+        self.exact().map(|(k, v)| (k.to_string(), v)).chain(
+            self.prefixes
+                .iter()
+                .map(|(p, t)| (format!("{p}*"), t.as_str())),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -175,6 +175,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         condensation: providers.condensation,
         rotations: rotations.rotations,
         autoselect: autoselect.into_iter().collect(),
+        model_aliases: ModelAliases::new(&aisbf.model_aliases),
         issues: Vec::new(),
         ignored_keys,
     };

@@ -9,6 +9,7 @@ mod validate;
 
 pub use files::*;
 pub use load::{ensure_defaults, load, resolve_dir, DEFAULT_FILES};
+pub use validate::v1_target_exists;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub struct Config {
     pub condensation: Option<CondensationSection>,
     pub rotations: BTreeMap<String, RotationConfig>,
     pub autoselect: BTreeMap<String, AutoselectConfig>,
+    /// aisbf.json `model_aliases`, applied to `/v1` model names (`routing::resolve_v1`).
+    pub model_aliases: ModelAliases,
     /// Problems that do not stop the server (unresolvable references, unsupported provider
     /// types); `check-config` reports the `Unresolved` ones as errors.
     pub issues: Vec<ConfigIssue>,

@@ -236,8 +236,40 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
         }
     }
 
+    for (key, target) in c.model_aliases.all() {
+        let at = format!("model_aliases.{key}");
+        let pattern = key.strip_suffix('*').unwrap_or(&key);
+        if key.is_empty() || pattern.contains('*') {
+            return Err(invalid(
+                A,
+                at,
+                "a key is a model name, or a prefix ending in '*' ('*' alone matches any name)",
+            ));
+        }
+        if !v1_target_exists(c, target) {
+            issues.push(unresolved(
+                A,
+                at,
+                format!("'{target}' is not a /v1 model (provider/model, rotation/NAME, autoselect/NAME); aliases do not chain"),
+            ));
+        }
+    }
+
     c.issues = issues;
     Ok(())
+}
+
+/// A `/v1` model reference that names something configured, resolved without aliases.
+pub fn v1_target_exists(c: &Config, target: &str) -> bool {
+    match crate::routing::resolve_model(c, target) {
+        Ok(crate::routing::Target::Provider { provider, .. }) => c
+            .providers
+            .get(&provider)
+            .is_some_and(|p| !matches!(p.kind, ProviderKind::Unsupported(_))),
+        Ok(crate::routing::Target::Rotation(n)) => c.rotations.contains_key(&n),
+        Ok(crate::routing::Target::Autoselect(n)) => c.autoselect.contains_key(&n),
+        Err(_) => false,
+    }
 }
 
 /// A target named in autoselect: a rotation (bare, `rotation/`, `rotations/`) or a

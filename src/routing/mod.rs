@@ -39,6 +39,13 @@ pub enum RouteError {
     UnknownAutoselect(String),
     #[error("unknown model '{0}': use provider/model, rotation/NAME or autoselect/NAME (see GET /v1/models)")]
     UnknownModel(String),
+    /// A `model_aliases` entry whose target names nothing configured.
+    #[error("model '{model}' is aliased by aisbf.json model_aliases.{key} to '{target}', which does not resolve (run `aisbf check-config`)")]
+    UnresolvedAlias {
+        model: String,
+        key: String,
+        target: String,
+    },
     #[error("{0}")]
     Unusable(String),
     /// A direct request to a provider (or model) in cooldown.
@@ -174,6 +181,27 @@ pub fn resolve_model(config: &Config, model: &str) -> Result<Target, RouteError>
     Err(RouteError::UnknownModel(model.to_string()))
 }
 
+/// The resolution every `/v1` ingress uses: `resolve_model`, and for a name that does not
+/// resolve on its own, `model_aliases` (exact key, else the longest `prefix*`); the alias
+/// target is resolved without aliases, so aliases never chain.
+pub fn resolve_v1(config: &Config, model: &str) -> Result<Target, RouteError> {
+    let unknown = match resolve_model(config, model) {
+        Err(e @ RouteError::UnknownModel(_)) => e,
+        resolved => return resolved,
+    };
+    let Some((key, target)) = config.model_aliases.lookup(model) else {
+        return Err(unknown);
+    };
+    if !crate::config::v1_target_exists(config, target) {
+        return Err(RouteError::UnresolvedAlias {
+            model: model.to_string(),
+            key,
+            target: target.to_string(),
+        });
+    }
+    resolve_model(config, target)
+}
+
 /// Serves `req` through `target`.
 pub async fn dispatch(
     state: &AppState,
@@ -245,15 +273,15 @@ pub async fn attempt(
     let passthrough = passthrough.filter(|_| before.is_none_or(|m| m == req.messages));
     let result = match passthrough {
         Some(p) => native::call(state, p, &req, model).await,
-        None => call(state, provider.as_ref(), &req, model).await,
+        None => {
+            native::fit_max_tokens(&mut req, entry.or_else(|| config.model(model)));
+            call(state, provider.as_ref(), &req, model).await
+        }
     };
     let outcome = match result {
-        Ok(
-            o @ (ChatOutcome::Complete(_)
-            | ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_))),
-        ) => {
+        Ok(ChatOutcome::Complete(r)) => {
             state.health.success(provider_id, model).await;
-            o
+            ChatOutcome::Complete(r)
         }
         Ok(ChatOutcome::Stream(s)) => ChatOutcome::Stream(track_stream(
             s,
@@ -261,15 +289,8 @@ pub async fn attempt(
             provider_id.to_string(),
             model.to_string(),
         )),
-        Ok(ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(s))) => {
-            ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(
-                native::track(
-                    s,
-                    state.health.clone(),
-                    provider_id.to_string(),
-                    model.to_string(),
-                ),
-            ))
+        Ok(ChatOutcome::Native(n)) => {
+            ChatOutcome::Native(native::tracked(state, n, provider_id, model).await)
         }
         Err(e) => {
             state.health.failure(provider_id, model, &e).await;
@@ -394,6 +415,67 @@ mod tests {
         ));
         assert!(matches!(
             resolve_model(&c, "gpt-4o"),
+            Err(RouteError::UnknownModel(_))
+        ));
+    }
+
+    fn with_aliases(pairs: &[(&str, &str)]) -> Config {
+        let mut c = config();
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c.model_aliases = crate::config::ModelAliases::new(&map);
+        c
+    }
+
+    #[test]
+    fn aliases_exact_then_longest_prefix_then_catch_all() {
+        let c = with_aliases(&[
+            ("claude-haiku-4-5", "openai/gpt-4o-mini"),
+            ("claude-*", "rotation/general"),
+            ("claude-opus-*", "openai/gpt-4o"),
+            ("*", "autoselect/autoselect"),
+            ("broken", "nowhere/x"),
+            ("chained", "claude-haiku-4-5"),
+        ]);
+        let p = |p: &str, m: &str| Target::Provider {
+            provider: p.into(),
+            model: m.into(),
+        };
+        assert_eq!(
+            resolve_v1(&c, "claude-haiku-4-5").unwrap(),
+            p("openai", "gpt-4o-mini")
+        );
+        assert_eq!(
+            resolve_v1(&c, "claude-opus-4-1").unwrap(),
+            p("openai", "gpt-4o")
+        );
+        assert_eq!(
+            resolve_v1(&c, "claude-sonnet-4-5").unwrap(),
+            Target::Rotation("general".into())
+        );
+        assert_eq!(
+            resolve_v1(&c, "gpt-5").unwrap(),
+            Target::Autoselect("autoselect".into())
+        );
+        // A name that resolves on its own is never captured.
+        assert_eq!(
+            resolve_v1(&c, "openai/gpt-4o").unwrap(),
+            p("openai", "gpt-4o")
+        );
+        assert!(matches!(
+            resolve_v1(&c, "broken"),
+            Err(RouteError::UnresolvedAlias { ref key, .. }) if key == "broken"
+        ));
+        // No chains: the target of `chained` is itself only an alias.
+        assert!(matches!(
+            resolve_v1(&c, "chained"),
+            Err(RouteError::UnresolvedAlias { .. })
+        ));
+        // Without aliases, resolve_model (used for internal targets) is unchanged.
+        assert!(matches!(
+            resolve_model(&c, "claude-haiku-4-5"),
             Err(RouteError::UnknownModel(_))
         ));
     }

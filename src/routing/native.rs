@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use super::health::Health;
 use crate::api::openai::ChatRequest;
+use crate::config::ModelConfig;
 use crate::providers::passthrough::{event_error, NativeOutcome, NativeStream, Passthrough};
 use crate::providers::{ChatOutcome, Phase, ProviderError};
 use crate::state::AppState;
@@ -68,9 +69,31 @@ async fn commit_after_first_event(
         .boxed())
 }
 
+/// The health record of a native answer: success now for a complete one, at its end for a
+/// stream (see `track`).
+pub async fn tracked(
+    state: &AppState,
+    outcome: NativeOutcome,
+    provider: &str,
+    model: &str,
+) -> NativeOutcome {
+    match outcome {
+        NativeOutcome::Complete(body) => {
+            state.health.success(provider, model).await;
+            NativeOutcome::Complete(body)
+        }
+        NativeOutcome::Stream(s) => NativeOutcome::Stream(track(
+            s,
+            state.health.clone(),
+            provider.to_string(),
+            model.to_string(),
+        )),
+    }
+}
+
 /// A committed native stream's health record: success at its end, a failure on an error
 /// event or a broken stream. A client that hangs up mid-stream records nothing.
-pub fn track(
+fn track(
     stream: NativeStream,
     health: Arc<Health>,
     provider: String,
@@ -99,4 +122,22 @@ pub fn track(
         },
     )
     .boxed()
+}
+
+/// A translated request from a client of another format (Claude Code asks for 32000 or more
+/// output tokens) gets at most the model's configured `max_tokens`, so an upstream with a
+/// smaller limit does not refuse our translation. Chat Completions clients are left as sent.
+pub fn fit_max_tokens(req: &mut ChatRequest, model: Option<&ModelConfig>) {
+    let (Some(_), Some(limit)) = (&req.native, model.and_then(|m| m.max_tokens)) else {
+        return;
+    };
+    if let Some(v) = req.extra.get_mut("max_tokens") {
+        if v.as_u64().is_some_and(|n| n > u64::from(limit)) {
+            tracing::debug!(
+                limit,
+                "lowering max_tokens to the model's configured max_tokens"
+            );
+            *v = serde_json::Value::from(limit);
+        }
+    }
 }

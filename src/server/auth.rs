@@ -1,14 +1,14 @@
-//! Gateway authentication: with `auth.enabled`, every route but `/health` needs a Bearer
-//! token from `auth.tokens`.
+//! Gateway authentication: with `auth.enabled`, every route but `/health` needs a token from
+//! `auth.tokens`, as `Authorization: Bearer` or (as Anthropic clients send it) `x-api-key`.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, Shape};
 use crate::state::AppState;
 
 pub async fn require_token(
@@ -28,7 +28,14 @@ pub async fn require_token(
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
+    // Anthropic clients read errors in Anthropic's shape.
+    let shape = if req.uri().path().contains("/v1/messages") {
+        Shape::Anthropic
+    } else {
+        Shape::OpenAi
+    };
     match presented {
         Some(t)
             if auth
@@ -38,12 +45,12 @@ pub async fn require_token(
         {
             next.run(req).await
         }
-        Some(_) => ApiError::Unauthorized("invalid gateway token".into()).into_response(),
+        Some(_) => ApiError::Unauthorized("invalid gateway token".into()).render(shape),
         None => ApiError::Unauthorized(
-            "missing gateway token: send 'Authorization: Bearer <token>' (aisbf.json auth.tokens)"
+            "missing gateway token: send 'Authorization: Bearer <token>' or 'x-api-key: <token>' (aisbf.json auth.tokens)"
                 .into(),
         )
-        .into_response(),
+        .render(shape),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The one place that knows HTTP statuses and the OpenAI error shape.
+//! The one place that knows HTTP statuses and the error shapes: OpenAI's, and Anthropic's for
+//! the Messages ingress (the same `ApiError`, the same statuses, rendered in its shape).
 
 use std::time::Duration;
 
@@ -140,7 +141,8 @@ impl ApiError {
                 RouteError::UnknownProvider(_)
                 | RouteError::UnknownRotation(_)
                 | RouteError::UnknownAutoselect(_)
-                | RouteError::UnknownModel(_) => parts(
+                | RouteError::UnknownModel(_)
+                | RouteError::UnresolvedAlias { .. } => parts(
                     StatusCode::NOT_FOUND,
                     "not_found_error",
                     Some("model_not_found"),
@@ -193,23 +195,88 @@ pub fn error_json(message: &str, p: &ErrorParts) -> serde_json::Value {
     json!({"error": {"message": message, "type": p.kind, "code": p.code, "param": p.param}})
 }
 
+/// Anthropic's error `type` for a status (design.md §12); an upstream 4xx keeps its status
+/// and gets the type that status has here.
+pub fn anthropic_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if (400..500).contains(&s) => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`.
+pub fn anthropic_error_json(message: &str, status: StatusCode) -> serde_json::Value {
+    json!({"type": "error", "error": {"type": anthropic_kind(status), "message": message}})
+}
+
+/// Which error shape a route speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    OpenAi,
+    Anthropic,
+}
+
+/// An `ApiError` answered in Anthropic's shape (`/v1/messages`).
+pub struct AnthropicError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for AnthropicError {
+    fn from(e: E) -> Self {
+        AnthropicError(e.into())
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        self.0.render(Shape::Anthropic)
+    }
+}
+
+impl From<crate::ingress::InvalidRequest> for ApiError {
+    fn from(e: crate::ingress::InvalidRequest) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.render(Shape::OpenAi)
+    }
+}
+
+impl ApiError {
+    /// What the client is told: a client-fault upstream error keeps the upstream's words.
+    pub fn client_message(&self) -> String {
         let p = self.parts();
-        let message =
-            match &self {
-                // A client-fault upstream error is passed through with the upstream's own words.
-                ApiError::Route(RouteError::Provider(ProviderError::Upstream {
-                    message, ..
-                })) if p.status.is_client_error() => message.clone(),
-                other => other.to_string(),
-            };
+        match self {
+            ApiError::Route(RouteError::Provider(ProviderError::Upstream { message, .. }))
+                if p.status.is_client_error() =>
+            {
+                message.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn render(self, shape: Shape) -> Response {
+        let p = self.parts();
+        let message = self.client_message();
         if p.status.is_server_error() || p.status == StatusCode::TOO_MANY_REQUESTS {
             tracing::warn!(status = p.status.as_u16(), "{message}");
         } else {
             tracing::debug!(status = p.status.as_u16(), "{message}");
         }
-        let body = serde_json::to_vec(&error_json(&message, &p)).unwrap_or_default();
+        let body = match shape {
+            Shape::OpenAi => error_json(&message, &p),
+            Shape::Anthropic => anthropic_error_json(&message, p.status),
+        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (p.status, body).into_response();
         let h = resp.headers_mut();
         h.insert(

@@ -130,7 +130,7 @@ pub async fn v1_chat(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
     let req = parse_request(&state, &headers, body)?;
-    let target = routing::resolve_model(&state.config, &req.model)?;
+    let target = routing::resolve_v1(&state.config, &req.model)?;
     respond(&state, target, req).await
 }
 
@@ -283,5 +283,15 @@ pub async fn all_models(State(state): State<Arc<AppState>>) -> Response {
     }
     data.extend(rotation_models(&state, true));
     data.extend(autoselect_models(&state, true));
+    data.extend(alias_models(&state));
     json_response(StatusCode::OK, &ModelList::new(data))
+}
+
+/// The exact `model_aliases` keys whose target resolves (patterns are not model names).
+fn alias_models(state: &AppState) -> impl Iterator<Item = ModelInfo> + '_ {
+    let c = &state.config;
+    c.model_aliases
+        .exact()
+        .filter(|(_, target)| crate::config::v1_target_exists(c, target))
+        .map(|(key, _)| ModelInfo::new(key, "aisbf-alias"))
 }

@@ -3,6 +3,7 @@
 mod auth;
 pub mod error;
 mod handlers;
+mod messages;
 mod responses;
 mod stream;
 
@@ -32,6 +33,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/responses", post(responses::create))
         .route("/v1/responses/{id}", get(responses::get))
         .route("/api/v1/responses/{id}", get(responses::get))
+        .route("/v1/messages", post(messages::messages))
+        .route("/api/v1/messages", post(messages::messages))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route(
+            "/api/v1/messages/count_tokens",
+            post(messages::count_tokens),
+        )
         .route("/v1/models", get(handlers::all_models))
         .route("/api/v1/models", get(handlers::all_models))
         .route("/api/models", get(handlers::all_models))

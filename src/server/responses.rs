@@ -52,7 +52,7 @@ pub async fn create(
     if req.model.trim().is_empty() {
         return Err(ApiError::BadRequest("'model' must not be empty".into()));
     }
-    let target = routing::resolve_model(&state.config, &req.model)?;
+    let target = routing::resolve_v1(&state.config, &req.model)?;
     // Every candidate gets the client's body too: one that speaks Responses natively
     // (`responses: true`) is sent it as is by the router.
     let native = Arc::new(NativeRequest {

@@ -70,6 +70,7 @@ impl AnthropicMock {
         };
         let app = Router::new()
             .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
             .route("/v1/models", get(models))
             .with_state(state);
         AnthropicMock {
@@ -320,6 +321,17 @@ fn sse(body: Body) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `count_tokens`: a fixed count, so a test can tell it was forwarded.
+pub const COUNTED_TOKENS: u64 = 4242;
+
+async fn count_tokens(State(s): State<MockState>, req: Request) -> Response {
+    let r = record(&s.received, req).await;
+    if let Some(resp) = validate(&r) {
+        return resp;
+    }
+    axum::Json(json!({"input_tokens": COUNTED_TOKENS})).into_response()
 }
 
 async fn messages(State(s): State<MockState>, req: Request) -> Response {

@@ -394,11 +394,33 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
         .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
 }
 
+/// Runs tests/python/sdk_messages.py (the official `anthropic` SDK) against aisbf and
+/// returns the JSON it printed; a missing SDK is a failure (scripts/test.sh installs it).
+pub async fn anthropic_sdk(base_url: &str, model: &str, mode: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_messages.py");
+    let python = std::env::var("AISBF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args([base_url, model, mode])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "anthropic SDK ({mode}) failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
+}
+
 // ---------- Google Gemini mock ----------
 
 pub mod gemini_mock;
 // ---------- routing tests (rotations, autoselect) ----------
 
+pub mod agent_mock;
 pub mod anthropic_mock;
 pub mod condense_mock;
 pub mod responses;
