@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Added latency per provider type: aisbf in front of instant native mocks.
 
-For each provider type (openai, anthropic, google, ollama) and a rotation of two openai
-providers, in non-stream and stream mode, runs the same load (oha, c=16) once straight at a
+For each provider type (openai, anthropic, google, ollama), a rotation of two openai
+providers, and the OpenAI Responses ingress (`responses`: `POST /v1/responses`, next to
+`v1-chat`: the same request on `POST /v1/chat/completions`), in non-stream and stream mode, runs the same load (oha, c=16) once straight at a
 native nginx mock and once through aisbf, and prints p50/p99 and the difference (what
 aisbf's translation adds). The mocks are nginx `return 200` blocks with fixed native bodies
 (JSON, SSE with `event:` lines for Anthropic, SSE for Gemini, NDJSON for Ollama), so the
 upstream costs the same near-zero work in both runs.
 
-usage: bench/providers.py [--seconds 5] [--conc 16]    (release binary: target/release/aisbf)
+usage: bench/providers.py [--seconds 5] [--conc 16] [--only responses,v1-chat]
+       (release binary: target/release/aisbf, or $AISBF_BIN)
 Needs nginx and oha (bench/harness/setup.sh installs both). Writes only under $BENCH_WORK.
 """
 import argparse
@@ -174,11 +176,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--conc", type=int, default=16)
+    ap.add_argument("--only", default="", help="comma-separated rows (default: all)")
     args = ap.parse_args()
+    kinds = ["openai", "anthropic", "google", "ollama", "rotation", "v1-chat", "responses"]
+    if args.only:
+        kinds = [k for k in kinds if k in args.only.split(",")]
     repo = os.path.dirname(HERE)
     binary = os.environ.get("AISBF_BIN", os.path.join(repo, "target", "release", "aisbf"))
+    # The same places ../shared/bench/setup.sh looks in.
     oha_bin = next((c for c in [os.path.join(os.environ.get("BENCH_WORK", "/tmp/bench-work"), "oha/bin/oha"),
-                                shutil.which("oha") or ""] if c and os.path.exists(c)), None)
+                                "/tmp/bench-work/oha/bin/oha", shutil.which("oha") or ""]
+                    if c and os.path.exists(c)), None)
     if not oha_bin or not shutil.which("nginx"):
         raise SystemExit("needs nginx and oha: run bench/harness/setup.sh")
     shutil.rmtree(WORK, ignore_errors=True)
@@ -200,6 +208,11 @@ def main():
                 {"role": "user", "content": "Say hello in one short sentence."}]
         oa = lambda stream: json.dumps({"model": "bench-model", "messages": msgs, "max_tokens": 64,
                                         "temperature": 0, **({"stream": True} if stream else {})})
+        # The same request as the Responses API says it (what client.responses sends).
+        resp_body = lambda s: json.dumps({"model": "openai" + ("-s" if s else "") + "/bench-model",
+                                          "instructions": msgs[0]["content"], "input": msgs[1]["content"],
+                                          "max_output_tokens": 64, "temperature": 0, "store": False,
+                                          **({"stream": True} if s else {})})
         native = {
             "openai": (lambda s: f"/openai{'-stream' if s else ''}/v1/chat/completions", oa),
             "anthropic": (lambda s: f"/anthropic{'-stream' if s else ''}/v1/messages",
@@ -218,10 +231,17 @@ def main():
         rows = []
         for mode in ["nonstream", "stream"]:
             s = mode == "stream"
-            for kind in ["openai", "anthropic", "google", "ollama", "rotation"]:
+            for kind in kinds:
                 if kind == "rotation":
                     direct = native["openai"]
                     via = (f"/v1/chat/completions", json.dumps({**json.loads(oa(s)), "model": "rotation/rot" + ("-s" if s else "")}))
+                elif kind == "v1-chat":
+                    direct = native["openai"]
+                    via = ("/v1/chat/completions",
+                           json.dumps({**json.loads(oa(s)), "model": "openai" + ("-s" if s else "") + "/bench-model"}))
+                elif kind == "responses":
+                    direct = native["openai"]
+                    via = ("/v1/responses", resp_body(s))
                 else:
                     direct = native[kind]
                     pid = kind + ("-s" if s else "")

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::config::StateBackend;
 use crate::context::tokens::TokenCounter;
 use crate::context::ContextState;
+use crate::ingress::responses::ResponsesState;
 use crate::metrics::Metrics;
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The shared state backend (`state.backend: "redis"`); `None` = this process only.
     pub redis: Option<Arc<Redis>>,
+    /// The Responses ingress: its store and passthrough upstreams.
+    pub responses: ResponsesState,
 }
 
 impl AppState {
@@ -37,12 +40,14 @@ impl AppState {
         let redis = shared_backend(&config);
         let health = Arc::new(health_for(&config, redis.as_ref()));
         let http = http_client(&config)?;
+        let responses = ResponsesState::build(&config);
         Ok(Self::assemble(
             config,
             health,
             Arc::new(Metrics::new()),
             http,
             redis,
+            responses,
         ))
     }
 
@@ -66,12 +71,23 @@ impl AppState {
             );
         }
         let redis = old.redis.clone();
+        // Stored responses survive a reload unless the store's own settings changed.
+        let responses = if config.responses.store_max == old.config.responses.store_max
+            && config.responses.store_seconds == old.config.responses.store_seconds
+        {
+            ResponsesState {
+                store: old.responses.store.clone(),
+            }
+        } else {
+            ResponsesState::build(&config)
+        };
         Ok(Self::assemble(
             config,
             health,
             old.metrics.clone(),
             http,
             redis,
+            responses,
         ))
     }
 
@@ -81,6 +97,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
         redis: Option<Arc<Redis>>,
+        responses: ResponsesState,
     ) -> Arc<AppState> {
         let providers = Registry::build(&config, &http);
         Arc::new(AppState {
@@ -92,6 +109,7 @@ impl AppState {
             providers,
             tokens: TokenCounter::for_models(configured_models(&config)),
             context: ContextState::load(&config.dir),
+            responses,
             http,
             config,
         })

@@ -3,3 +3,4 @@
 pub mod anthropic;
 pub mod native;
 pub mod openai;
+pub mod responses;

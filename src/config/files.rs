@@ -20,6 +20,7 @@ pub struct AisbfFile {
     pub limits: LimitsSection,
     pub timeouts: TimeoutsSection,
     pub error_tracking: ErrorTrackingSection,
+    pub responses: ResponsesSection,
     /// `{"NAME": "TARGET"}`: client model names routed to a `/v1` model reference.
     pub model_aliases: BTreeMap<String, String>,
     pub state: StateSection,
@@ -209,6 +210,25 @@ impl Default for StateSection {
     }
 }
 
+/// The Responses store (`POST /v1/responses` with `store` not false).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ResponsesSection {
+    /// At most this many responses are kept (the oldest go first); 0 keeps none.
+    pub store_max: usize,
+    /// A response is forgotten this long after it finished.
+    pub store_seconds: f64,
+}
+
+impl Default for ResponsesSection {
+    fn default() -> Self {
+        Self {
+            store_max: 1000,
+            store_seconds: 3600.0,
+        }
+    }
+}
+
 fn optional_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     let raw: Option<String> = Deserialize::deserialize(d)?;
     Ok(raw.map(Secret::new))
@@ -335,6 +355,10 @@ pub struct ProviderConfig {
     /// Default weight of this provider's entries in rotations.
     #[serde(default)]
     pub weight: Option<f64>,
+    /// An `openai` provider that serves the Responses API itself: `/v1/responses` goes to
+    /// `{endpoint}/responses` as sent (only `model` replaced).
+    #[serde(default)]
+    pub responses: bool,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -171,6 +171,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigError> {
         timeouts: aisbf.timeouts,
         error_tracking: aisbf.error_tracking,
         state: aisbf.state,
+        responses: aisbf.responses,
         providers: providers.providers,
         condensation: providers.condensation,
         rotations: rotations.rotations,

@@ -24,6 +24,7 @@ pub struct Config {
     pub timeouts: TimeoutsSection,
     pub error_tracking: ErrorTrackingSection,
     pub state: StateSection,
+    pub responses: ResponsesSection,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub condensation: Option<CondensationSection>,
     pub rotations: BTreeMap<String, RotationConfig>,

@@ -118,6 +118,14 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
     }
     validate_state(&c.state)?;
 
+    if !(c.responses.store_seconds.is_finite() && c.responses.store_seconds > 0.0) {
+        return Err(invalid(
+            A,
+            "responses.store_seconds".into(),
+            "must be a positive number of seconds",
+        ));
+    }
+
     let mut issues = Vec::new();
     for (id, p) in &c.providers {
         let at = |f: &str| format!("providers.{id}.{f}");
@@ -145,6 +153,16 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
                 ),
             });
             continue;
+        }
+        if p.responses && p.kind != ProviderKind::OpenAi {
+            return Err(invalid(
+                P,
+                at("responses"),
+                format!(
+                    "only an 'openai' provider can serve the Responses API natively (this one is '{}')",
+                    p.kind.name()
+                ),
+            ));
         }
         let endpoint = p.endpoint();
         match reqwest::Url::parse(endpoint) {

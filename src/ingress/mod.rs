@@ -3,6 +3,7 @@
 //! mirror image of what a provider does (design.md §3).
 
 pub mod messages;
+pub mod responses;
 
 /// A client request the gateway refuses before routing: answered 400 in the client's own
 /// error shape, with a message that names the field.

@@ -71,6 +71,7 @@ pub struct Passthrough {
 pub fn speaks(p: &ProviderConfig) -> Option<NativeFormat> {
     match p.kind {
         ProviderKind::Anthropic => Some(NativeFormat::AnthropicMessages),
+        ProviderKind::OpenAi if p.responses => Some(NativeFormat::OpenAiResponses),
         _ => None,
     }
 }

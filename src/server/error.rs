@@ -22,6 +22,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// `previous_response_id` names no stored response (unknown, expired or `store:false`).
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     #[error(transparent)]
     Route(#[from] RouteError),
 }
@@ -38,6 +41,8 @@ pub struct ErrorParts {
     pub kind: String,
     pub code: Option<String>,
     pub retry_after: Option<Duration>,
+    /// The request field at fault, when one is.
+    pub param: Option<&'static str>,
 }
 
 fn parts(status: StatusCode, kind: &str, code: Option<&str>) -> ErrorParts {
@@ -46,6 +51,7 @@ fn parts(status: StatusCode, kind: &str, code: Option<&str>) -> ErrorParts {
         kind: kind.to_string(),
         code: code.map(str::to_string),
         retry_after: None,
+        param: None,
     }
 }
 
@@ -81,6 +87,7 @@ pub fn provider_error_parts(e: &ProviderError) -> ErrorParts {
                         .unwrap_or_else(|| "invalid_request_error".into()),
                     code: code.clone(),
                     retry_after: None,
+                    param: None,
                 }
             } else {
                 parts(
@@ -117,6 +124,14 @@ impl ApiError {
             ApiError::NotFound(_) => {
                 parts(StatusCode::NOT_FOUND, "not_found_error", Some("not_found"))
             }
+            ApiError::PreviousResponseNotFound(_) => ErrorParts {
+                param: Some("previous_response_id"),
+                ..parts(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("previous_response_not_found"),
+                )
+            },
             ApiError::MethodNotAllowed(_) => parts(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",
@@ -185,7 +200,7 @@ impl ApiError {
 
 /// `{"error":{"message","type","code","param"}}`.
 pub fn error_json(message: &str, p: &ErrorParts) -> serde_json::Value {
-    json!({"error": {"message": message, "type": p.kind, "code": p.code, "param": null}})
+    json!({"error": {"message": message, "type": p.kind, "code": p.code, "param": p.param}})
 }
 
 /// Anthropic's error `type` for a status (design.md §12); an upstream 4xx keeps its status

@@ -8,6 +8,7 @@ mod handlers;
 pub mod live;
 mod messages;
 pub mod observe;
+mod responses;
 mod stream;
 
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/v1/chat/completions", post(handlers::v1_chat))
         .route("/api/v1/chat/completions", post(handlers::v1_chat))
+        .route("/v1/responses", post(responses::create))
+        .route("/api/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get))
+        .route("/api/v1/responses/{id}", get(responses::get))
         .route("/v1/messages", post(messages::messages))
         .route("/api/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))

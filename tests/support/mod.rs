@@ -466,6 +466,7 @@ pub mod gemini_mock;
 pub mod agent_mock;
 pub mod anthropic_mock;
 pub mod condense_mock;
+pub mod responses;
 pub mod scripted_mock;
 
 /// GETs `url` and parses its JSON body.
@@ -478,4 +479,25 @@ pub async fn get_json(url: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Runs tests/python/sdk_responses.py (the official `openai` SDK's `client.responses`)
+/// against aisbf and returns the JSON it printed; a failing or missing SDK fails the test.
+pub async fn openai_sdk_responses(base_url: &str, model: &str, mode: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_responses.py");
+    let python = std::env::var("AISBF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .args([base_url, model, mode])
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai SDK responses ({mode}) failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
 }
