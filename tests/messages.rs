@@ -529,7 +529,15 @@ async fn bad_input_is_an_anthropic_400_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_anthropic_error(&resp.json().await.unwrap(), "invalid_request_error");
+    let v: Value = resp.json().await.unwrap();
+    assert_anthropic_error(&v, "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON body: "),
+        "{v}"
+    );
     let cfg = ConfigDir::new(json!({}));
     cfg.aisbf(json!({"limits": {"max_body_bytes": 1000}}));
     let small = Gateway::start_with(cfg).await;

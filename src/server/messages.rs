@@ -52,7 +52,8 @@ fn parse(body: &[u8]) -> Result<MessagesRequest, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
+        // "." is the root; "?" a syntax error before any key could be read.
+        if path == "." || path == "?" || e.inner().is_syntax() || e.inner().is_eof() {
             ApiError::BadRequest(format!("invalid JSON body: {}", e.inner()))
         } else {
             ApiError::BadRequest(format!("{path}: {}", e.inner()))
