@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::InvalidRequest;
@@ -480,51 +479,7 @@ fn tool_input(arguments: &str) -> Value {
 
 // ---------- stream ----------
 
-/// What the translator reads of a `chat.completion.chunk`.
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: ChunkDelta,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct ChunkDelta {
-    #[serde(default)]
-    content: Option<String>,
-    /// Reasoning upstreams' thinking, as the canonical chunks carry it.
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolDelta>>,
-}
-
-#[derive(Deserialize)]
-struct ToolDelta {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
-}
+use super::chunk::{Chunk, ToolDelta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {

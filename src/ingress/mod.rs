@@ -2,6 +2,7 @@
 //! request to the canonical `ChatRequest`, and the canonical answer or chunk stream back, the
 //! mirror image of what a provider does (design.md §3).
 
+pub mod chunk;
 pub mod messages;
 pub mod responses;
 

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::BytesMut;
 use futures::{FutureExt, Stream, StreamExt};
 
 use super::error::{AnthropicError, ApiError};
+use super::respond::{json, json_bytes, read_body, served_headers, sse};
 use crate::api::anthropic::{MessagesRequest, TokenCount};
 use crate::api::native::{NativeFormat, NativeRequest};
 use crate::api::openai::{Message, Usage};
@@ -30,22 +31,6 @@ const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 /// Events already waiting are sent in one write, as on `/v1/chat/completions`.
 const COALESCE_BYTES: usize = 16 * 1024;
-
-fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.config.limits.max_body_bytes)
-        } else {
-            ApiError::BadRequest(format!("cannot read request body: {r}"))
-        }
-    })?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest(
-            "request body is empty: expected a JSON Messages request".into(),
-        ));
-    }
-    Ok(body)
-}
 
 /// The typed request; an error names the JSON path of the bad value.
 fn parse(body: &[u8]) -> Result<MessagesRequest, ApiError> {
@@ -81,7 +66,7 @@ pub async fn messages(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let body = read_body(&state, body)?;
+    let body = read_body(&state, body, "a JSON Messages request")?;
     let req = parse(&body)?;
     let mut chat = to_canonical(&req, true)?;
     chat.native = Some(Arc::new(native(&headers, body, req.is_stream())));
@@ -108,26 +93,17 @@ pub async fn messages(
                 ));
             }
             let m = from_canonical(r, &client_model, effective_context);
-            json(serde_json::to_vec(&m).unwrap_or_default().into())
+            json(&m)
         }
         ChatOutcome::Stream(s) => sse(Body::from_stream(translated(
             s,
             client_model,
             effective_context,
         ))),
-        ChatOutcome::Native(NativeOutcome::Complete(bytes)) => json(bytes),
+        ChatOutcome::Native(NativeOutcome::Complete(bytes)) => json_bytes(bytes),
         ChatOutcome::Native(NativeOutcome::Stream(s)) => sse(Body::from_stream(forwarded(s))),
     };
-    let h = resp.headers_mut();
-    for (name, value) in [
-        ("x-aisbf-provider", Some(provider)),
-        ("x-aisbf-model", Some(model)),
-        ("x-aisbf-autoselect", autoselected),
-    ] {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            h.insert(name, v);
-        }
-    }
+    served_headers(&mut resp, provider, model, autoselected);
     Ok(resp)
 }
 
@@ -139,7 +115,7 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let body = read_body(&state, body)?;
+    let body = read_body(&state, body, "a JSON Messages request")?;
     let req = parse(&body)?;
     let chat = to_canonical(&req, false)?;
     let target = routing::resolve_v1(&state.config, &req.model)?;
@@ -150,7 +126,7 @@ pub async fn count_tokens(
                 .native(provider, NativeFormat::AnthropicMessages)
             {
                 match p.count_tokens(&native(&headers, body, false), model).await {
-                    Some(Ok(answer)) => return Ok(json(answer)),
+                    Some(Ok(answer)) => return Ok(json_bytes(answer)),
                     // An upstream without the endpoint (an Anthropic-compatible proxy) or a
                     // failing one: the local count still answers.
                     Some(Err(e))
@@ -178,32 +154,7 @@ pub async fn count_tokens(
         messages.push(Message::new("system", tools.to_string()));
     }
     let (_, input_tokens) = state.tokens.count_owned(&model, messages).await;
-    Ok(json(
-        serde_json::to_vec(&TokenCount { input_tokens })
-            .unwrap_or_default()
-            .into(),
-    ))
-}
-
-fn json(bytes: Bytes) -> Response {
-    let mut resp = (StatusCode::OK, bytes).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn sse(body: Body) -> Response {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    Ok(json(&TokenCount { input_tokens }))
 }
 
 /// One upstream item through the translator; true when the stream is over.

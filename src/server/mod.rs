@@ -8,6 +8,7 @@ mod handlers;
 pub mod live;
 mod messages;
 pub mod observe;
+mod respond;
 mod responses;
 mod stream;
 

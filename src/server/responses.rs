@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use futures::{FutureExt, Stream, StreamExt};
 
 use super::error::ApiError;
+use super::respond::{json, read_body, served_headers, sse};
 use crate::api::native::{NativeFormat, NativeRequest};
 use crate::api::openai::ChatRequest;
 use crate::api::responses::{ResponsesRequest, StreamEvent};
@@ -26,27 +27,11 @@ use crate::state::AppState;
 
 type AppResult = Result<Response, ApiError>;
 
-fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.config.limits.max_body_bytes)
-        } else {
-            ApiError::BadRequest(format!("cannot read request body: {r}"))
-        }
-    })?;
-    if body.is_empty() {
-        return Err(ApiError::BadRequest(
-            "request body is empty: expected a JSON Responses request".into(),
-        ));
-    }
-    Ok(body)
-}
-
 pub async fn create(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult {
-    let body = read_body(&state, body)?;
+    let body = read_body(&state, body, "a JSON Responses request")?;
     let req: ResponsesRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     if req.model.trim().is_empty() {
@@ -99,14 +84,14 @@ pub async fn create(
             r
         }
         (ChatOutcome::Native(NativeOutcome::Stream(s)), _) => {
-            sse_response(Body::from_stream(native_events(s)))
+            sse(Body::from_stream(native_events(s)))
         }
         (ChatOutcome::Complete(r), Some(shape)) => {
             let counted_model = model.clone();
             let object = from_chat(r, &shape, effective_context, |text| {
                 state.tokens.count_text(&counted_model, text)
             });
-            let resp = json_response(&object);
+            let resp = json(&object);
             if shape.store {
                 state
                     .responses
@@ -122,7 +107,7 @@ pub async fn create(
         }
         (ChatOutcome::Stream(s), Some(shape)) => {
             let store = shape.store.then(|| state.responses.store.clone());
-            sse_response(Body::from_stream(events(
+            sse(Body::from_stream(events(
                 s,
                 StreamTranslator::new(shape),
                 effective_context,
@@ -197,47 +182,7 @@ pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
         .get(&id)
         .await
         .ok_or_else(|| ApiError::NotFound(format!("No response with id '{id}' found.")))?;
-    Ok(json_response(&stored.response))
-}
-
-fn json_response<T: serde::Serialize>(body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut resp = (StatusCode::OK, bytes).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn sse_response(body: Body) -> Response {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
-}
-
-fn served_headers(
-    resp: &mut Response,
-    provider: String,
-    model: String,
-    autoselected: Option<String>,
-) {
-    let h = resp.headers_mut();
-    for (name, value) in [
-        ("x-aisbf-provider", Some(provider)),
-        ("x-aisbf-model", Some(model)),
-        ("x-aisbf-autoselect", autoselected),
-    ] {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            h.insert(name, v);
-        }
-    }
+    Ok(json(&stored.response))
 }
 
 /// Events already waiting are sent in one write (as `server/stream.rs` does).

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::answer::{finish_status, response_usage};
 use super::*;
-use crate::api::openai::{unix_now, ToolCallDelta, Usage};
+use crate::api::openai::{unix_now, Usage};
 use crate::api::responses::*;
+use crate::ingress::chunk::{Chunk, ToolDelta};
 use crate::providers::{ProviderError, StreamEnd};
 
 impl StreamEvent {
@@ -49,35 +50,6 @@ struct Delta<'a> {
     delta: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     logprobs: Option<[(); 0]>,
-}
-
-/// What the state machine reads of a canonical chunk.
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: ChunkDelta,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct ChunkDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// An output item being streamed: where it sits and what it has so far.
@@ -345,7 +317,7 @@ impl StreamTranslator {
         self.close_item(m.index, item, out);
     }
 
-    fn call_delta(&mut self, d: ToolCallDelta, out: &mut Vec<StreamEvent>) {
+    fn call_delta(&mut self, d: ToolDelta, out: &mut Vec<StreamEvent>) {
         self.close_reasoning(out);
         let (name, args) = match d.function {
             Some(f) => (f.name, f.arguments),
