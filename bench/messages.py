@@ -7,7 +7,7 @@ load (oha) goes straight to the mock, through aisbf's /v1/chat/completions and t
 gives each p50, the p50 aisbf adds, and the ratio messages-added / chat-added (target: <= 1.2).
 
 usage: bench/messages.py [--seconds 5] [--conc 16]   (release binary: target/release/aisbf,
-       or AISBF_BIN). Needs nginx and oha (../shared/bench/setup.sh). Writes under $BENCH_WORK.
+       or AISBF_BIN). Needs nginx and oha (bench/harness/setup.sh). Writes under $BENCH_WORK.
 """
 import argparse
 import json
@@ -35,7 +35,7 @@ def main():
     oha_bin = next((c for c in [os.path.join(os.environ.get("BENCH_WORK", "/tmp/bench-work"), "oha/bin/oha"),
                                 shutil.which("oha") or ""] if c and os.path.exists(c)), None)
     if not oha_bin or not shutil.which("nginx"):
-        raise SystemExit("needs nginx and oha: run ../shared/bench/setup.sh")
+        raise SystemExit("needs nginx and oha: run bench/harness/setup.sh")
     shutil.rmtree(P.WORK, ignore_errors=True)
     for sub in ["nginx/logs", "nginx/tmp", "cfg"]:
         os.makedirs(os.path.join(P.WORK, sub))
