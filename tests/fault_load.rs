@@ -43,7 +43,7 @@ async fn chat(req: Request) -> Response {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let broken = n % BREAK_EVERY == 0;
+    let broken = n.is_multiple_of(BREAK_EVERY);
     let mut pieces = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
     let words = if broken { 2 } else { WORDS };
     for i in 0..words {
@@ -107,7 +107,7 @@ async fn two_hundred_streams_with_a_fifth_reset() {
         assert_eq!(status, 200, "stream {n} was committed: {body}");
         let data = sse_data(&body);
         let errors = data.iter().filter(|d| d.contains("\"error\"")).count();
-        if n % BREAK_EVERY == 0 {
+        if n.is_multiple_of(BREAK_EVERY) {
             assert_eq!(errors, 1, "stream {n}: exactly one error event: {body}");
             assert!(
                 data.last().unwrap().contains("\"error\""),
