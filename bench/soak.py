@@ -42,8 +42,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import providers as P  # noqa: E402  (the native bodies of every provider type)
 
-WORK = os.path.join(os.environ.get("BENCH_WORK", "/tmp/bench-work"), "aisbf-soak")
-MOCK_PORT, GW_PORT = 18190, 18191
+# SOAK_PORT moves both (two soaks side by side, e.g. two builds).
+MOCK_PORT = int(os.environ.get("SOAK_PORT", 18190))
+GW_PORT = MOCK_PORT + 1
+WORK = os.path.join(os.environ.get("BENCH_WORK", "/tmp/bench-work"), f"aisbf-soak-{MOCK_PORT}")
 FAULTS = ["reset", "500", "429", "stall", "malformed", "midreset"]
 STALL_SECONDS = 6  # longer than the gateway's first-byte / idle timeouts below (3 s)
 

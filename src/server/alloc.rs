@@ -3,10 +3,10 @@
 //! glibc's malloc raises its mmap threshold each time a large mmapped block is freed (up to
 //! 32 MB), so after one 3 MB request the next big bodies and their parse trees come from the
 //! arenas instead, and every arena a worker thread touched keeps its high-water mark. Under
-//! agent traffic (50-400 KB bodies, an occasional multi-MB one) measured RSS crept from 22 MB
-//! to 43 MB over eight 3 MB requests and did not come back (bench/big_request.py). Fixing
-//! both thresholds at 128 KB keeps large buffers mmapped (returned to the kernel when freed)
-//! and lets arenas trim their tops: same run, 21 MB to 29 MB, flat after the first.
+//! agent traffic (50-400 KB bodies, an occasional 3 MB one; bench/big_request.py) RSS went
+//! from 22 MB to a 40-43 MB plateau that never came down. Fixing both thresholds at 128 KB
+//! keeps large buffers mmapped (returned to the kernel when freed) and lets arenas trim their
+//! tops: same run, 28-31 MB, falling back after each big request.
 
 /// Fixes the mmap and trim thresholds, once per process. An operator's own
 /// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` is left alone.
