@@ -1,6 +1,7 @@
 //! The HTTP server: every route on one screen, middleware, the listener, reload and
 //! graceful shutdown.
 
+pub mod alloc;
 mod auth;
 mod conn;
 pub mod error;
@@ -96,6 +97,7 @@ pub async fn serve_live(
     live: Arc<Live>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    alloc::bound_heap();
     let max = live.state().config.limits.max_connections;
     // One permit per open connection, taken before `accept`: past the limit, new clients
     // wait in the kernel's backlog instead of costing a file descriptor each.
