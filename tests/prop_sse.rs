@@ -1,11 +1,12 @@
 //! Property tests of the upstream stream parsers in `providers::sse`: SSE events
 //! (`sse_events`) and NDJSON lines (`ndjson_lines`, `split_lines`) read from a real
-//! `reqwest::Response` whose body arrives in arbitrary pieces. Arbitrary bytes never panic and
+//! `reqwest::Response` whose body arrives in arbitrary pieces; the OpenAI hot path's own
+//! splitter (`sse_data`) agrees with `sse_events` on every input. Arbitrary bytes never panic and
 //! always end; generated events and lines come back exactly, however the bytes were split.
 
 use std::time::Duration;
 
-use aisbf::providers::sse::{ndjson_lines, split_lines, sse_events};
+use aisbf::providers::sse::{ndjson_lines, split_lines, sse_data, sse_events};
 use aisbf::providers::ProviderError;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -133,6 +134,56 @@ proptest! {
             if let Some(id) = &e.id {
                 prop_assert_eq!(&g.id, id);
             }
+        }
+    }
+
+    #[test]
+    fn sse_data_round_trips_however_split(
+        events in prop::collection::vec(ev(), 0..8),
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+        crlf in any::<bool>(),
+        comments in any::<bool>(),
+    ) {
+        let bytes = encode(&events, crlf, comments);
+        let got: Vec<_> = runtime().block_on(async {
+            sse_data(response(pieces(&bytes, &cuts)), IDLE).collect().await
+        });
+        prop_assert_eq!(got.len(), events.len(), "{:?}", String::from_utf8_lossy(&bytes));
+        for (g, e) in got.into_iter().zip(&events) {
+            let g = g.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(String::from_utf8_lossy(&g), e.data.join("\n"));
+        }
+    }
+
+    #[test]
+    fn sse_data_matches_sse_events_on_arbitrary_bytes(
+        bytes in prop::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'd'), Just(b'a'), Just(b't'), any::<u8>()],
+            0..512,
+        ),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        complete in any::<bool>(),
+    ) {
+        // The reference drops an event left without its blank line at the end; ours yields
+        // it, so the comparison is on input that ends one.
+        let mut bytes = bytes;
+        if complete {
+            bytes.extend_from_slice(b"\n\n");
+        }
+        let (ours, reference) = runtime().block_on(async {
+            let ours: Vec<_> = sse_data(response(pieces(&bytes, &cuts)), IDLE).collect().await;
+            let reference: Vec<_> = sse_events(response(pieces(&bytes, &cuts)), IDLE).collect().await;
+            (ours, reference)
+        });
+        prop_assert!(ours.len() <= bytes.len() + 1);
+        if complete && reference.iter().all(|r| r.is_ok()) {
+            let ours: Vec<Vec<u8>> = ours.into_iter().map(|r| r.unwrap().to_vec()).collect();
+            let reference: Vec<Vec<u8>> = reference
+                .into_iter()
+                .map(|r| r.unwrap().data.into_bytes())
+                .filter(|d| !d.is_empty())
+                .collect();
+            prop_assert_eq!(ours, reference, "{:?}", String::from_utf8_lossy(&bytes));
         }
     }
 

@@ -3,8 +3,10 @@
 //! Big inputs are counted on a bounded blocking pool so a hostile prompt never stalls the
 //! async runtime; small ones inline, where a thread hop would cost more than the count.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use tiktoken::CoreBpe;
 use tokio::sync::Semaphore;
 
@@ -19,9 +21,92 @@ pub const IMAGE_TOKENS: u64 = 765;
 /// Text above this many bytes is counted off the runtime (≈ 1 ms of BPE work).
 pub const OFFLOAD_BYTES: usize = 32 * 1024;
 
-/// One BPE table, copyable into a blocking job.
+/// Messages with less text than this are counted directly: hashing and the cache lock
+/// would cost about what their BPE pass does.
+const CACHE_MIN_BYTES: usize = 256;
+/// Entries per cache generation (two generations: at most 2 × this many, ~2 MB at most).
+const CACHE_ENTRIES: usize = 32 * 1024;
+
+/// One BPE table and its per-message count cache, copyable into a blocking job. Both live
+/// for the whole process (a table is decoded once and never dropped).
 #[derive(Clone, Copy)]
-pub struct Bpe(&'static CoreBpe);
+pub struct Bpe(&'static Table);
+
+pub struct Table {
+    bpe: &'static CoreBpe,
+    cache: MessageCache,
+}
+
+/// Counts of messages already seen, keyed by a 128-bit XXH3 hash of everything
+/// `count_message` reads: an agent resends the same long history every turn, and each turn
+/// then pays its BPE pass only for its new messages. Bounded by two generations: when the
+/// current one is full it becomes the previous one (the older is dropped); a hit in the
+/// previous one is carried over, so what every turn reuses survives.
+#[derive(Default)]
+struct MessageCache {
+    gens: Mutex<[HashMap<u128, u64>; 2]>,
+}
+
+impl MessageCache {
+    fn get(&self, key: u128) -> Option<u64> {
+        let mut g = self.gens.lock();
+        if let Some(n) = g[0].get(&key) {
+            return Some(*n);
+        }
+        let n = *g[1].get(&key)?;
+        Self::put(&mut g, key, n);
+        Some(n)
+    }
+
+    fn insert(&self, key: u128, n: u64) {
+        Self::put(&mut self.gens.lock(), key, n);
+    }
+
+    fn put(g: &mut [HashMap<u128, u64>; 2], key: u128, n: u64) {
+        if g[0].len() >= CACHE_ENTRIES {
+            g[1] = std::mem::take(&mut g[0]);
+        }
+        g[0].insert(key, n);
+    }
+}
+
+/// The cache key of a message: every field `count_message` reads, each length-prefixed so
+/// that no two different messages feed the hasher the same bytes.
+fn message_key(m: &Message) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut field = |tag: u8, s: &str| {
+        h.update(&[tag]);
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(b'r', &m.role);
+    match &m.content {
+        Some(Content::Text(t)) => field(b't', t),
+        Some(Content::Parts(parts)) => {
+            for p in parts {
+                field(b'p', &p.kind);
+                field(b'x', p.text.as_deref().unwrap_or_default());
+                field(b'i', if p.image_url.is_some() { "1" } else { "0" });
+            }
+        }
+        None => {}
+    }
+    if let Some(name) = &m.name {
+        field(b'n', name);
+    }
+    for c in m.tool_calls.iter().flatten() {
+        field(b'c', &c.id);
+        field(b'f', &c.function.name);
+        field(b'a', &c.function.arguments);
+    }
+    if let Some(id) = &m.tool_call_id {
+        field(b'd', id);
+    }
+    if let Some(r) = &m.reasoning_content {
+        field(b'z', r);
+    }
+    h.digest128()
+}
 
 impl Bpe {
     pub fn count_text(self, text: &str) -> u64 {
@@ -29,11 +114,26 @@ impl Bpe {
             return 0;
         }
         // Special-token text counts as ordinary text, as a client's prompt must.
-        self.0.count(text) as u64
+        self.0.bpe.count(text) as u64
+    }
+
+    /// One message as OpenAI counts it (see `count_message_uncached`), from the cache when
+    /// this table counted the same message before.
+    pub fn count_message(self, m: &Message) -> u64 {
+        if message_bytes(m) < CACHE_MIN_BYTES {
+            return self.count_message_uncached(m);
+        }
+        let key = message_key(m);
+        if let Some(n) = self.0.cache.get(key) {
+            return n;
+        }
+        let n = self.count_message_uncached(m);
+        self.0.cache.insert(key, n);
+        n
     }
 
     /// One message as OpenAI counts it: overhead, role, content, name, tool calls, tool id.
-    pub fn count_message(self, m: &Message) -> u64 {
+    pub fn count_message_uncached(self, m: &Message) -> u64 {
         let mut total = PER_MESSAGE + self.count_text(&m.role);
         match &m.content {
             Some(Content::Text(t)) => total += self.count_text(t),
@@ -189,7 +289,12 @@ impl AnswerCounter {
 fn load_table(o200k: bool) -> Bpe {
     let name = if o200k { "o200k_base" } else { "cl100k_base" };
     let started = std::time::Instant::now();
-    let bpe = Bpe(tiktoken::get_encoding(name).expect("the BPE tables are compiled in"));
+    let table = Table {
+        bpe: tiktoken::get_encoding(name).expect("the BPE tables are compiled in"),
+        cache: MessageCache::default(),
+    };
+    // Once per table per process (`TokenCounter` cells are filled once).
+    let bpe = Bpe(Box::leak(Box::new(table)));
     tracing::info!(
         "loaded token table {name} in {} ms",
         started.elapsed().as_millis()
@@ -258,9 +363,13 @@ impl TokenCounter {
 
 /// Approximate text size of a conversation: what decides whether counting is offloaded.
 pub fn text_bytes(messages: &[Message]) -> usize {
-    messages
-        .iter()
-        .map(|m| {
+    messages.iter().map(message_bytes).sum()
+}
+
+/// Approximate text size of one message.
+fn message_bytes(m: &Message) -> usize {
+    {
+        {
             let content = match &m.content {
                 Some(Content::Text(t)) => t.len(),
                 Some(Content::Parts(parts)) => parts
@@ -275,8 +384,8 @@ pub fn text_bytes(messages: &[Message]) -> usize {
                     .sum()
             });
             content + calls + m.reasoning_content.as_ref().map_or(0, String::len)
-        })
-        .sum()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +400,40 @@ mod tests {
         // 3 priming + 3 per message + "user"(1) + "Hello world"(2)
         assert_eq!(t.count_messages("gpt-4", &msgs), 9);
         assert_eq!(t.count_messages("gpt-4o", &msgs), 9);
+    }
+
+    #[test]
+    fn cached_counts_equal_fresh_ones_and_tell_messages_apart() {
+        let bpe = TokenCounter::new().bpe_for("gpt-4o");
+        let long = "The history an agent resends every turn. ".repeat(40);
+        let user = Message::new("user", long.clone());
+        let mut named = Message::new("user", long.clone());
+        named.name = Some("bob".into());
+        let assistant = Message::new("assistant", long.clone() + "!");
+        for m in [&user, &named, &assistant] {
+            let fresh = bpe.count_message_uncached(m);
+            assert_eq!(bpe.count_message(m), fresh);
+            // The second count comes from the cache: still the same.
+            assert_eq!(bpe.count_message(m), fresh);
+        }
+        assert_ne!(message_key(&user), message_key(&named));
+        assert_ne!(message_key(&user), message_key(&assistant));
+        assert_ne!(bpe.count_message(&user), bpe.count_message(&named));
+    }
+
+    #[test]
+    fn the_count_cache_is_bounded_and_keeps_what_is_reused() {
+        let c = MessageCache::default();
+        c.insert(0, 7);
+        for k in 1..(3 * CACHE_ENTRIES as u128) {
+            c.insert(k, 1);
+            // Reused every turn: carried from generation to generation.
+            assert_eq!(c.get(0), Some(7));
+        }
+        let g = c.gens.lock();
+        assert!(g[0].len() + g[1].len() <= 2 * CACHE_ENTRIES);
+        drop(g);
+        assert_eq!(c.get(1), None, "the oldest generation is dropped");
     }
 
     #[test]

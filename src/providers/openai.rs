@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use super::http::{error_fields, Upstream};
 use super::kernel::{self, ChunkWriter, Flow};
-use super::sse::sse_events;
+use super::sse::sse_data;
 use super::{ChatOutcome, ChatStream, Provider, ProviderError};
 use crate::api::openai::{ChatRequest, ChatResponse, Extra, Message, ModelInfo, ModelList, Usage};
 
@@ -88,7 +87,7 @@ impl Provider for OpenAi {
             .post_json(self.chat_url.clone(), outgoing_body(req, model));
         let resp = self.up.send(builder).await?;
         if req.is_stream() {
-            let events = sse_events(resp, self.up.timeouts.idle);
+            let events = sse_data(resp, self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events)));
         }
         let body = self.up.read_body(resp).await?;
@@ -176,8 +175,7 @@ struct FunctionHead<'a> {
 }
 
 impl DeltaHead<'_> {
-    fn text(&self) -> String {
-        let mut out = String::new();
+    fn text_into(&self, out: &mut String) {
         out.push_str(self.content.as_deref().unwrap_or_default());
         out.push_str(self.reasoning_content.as_deref().unwrap_or_default());
         for t in self.tool_calls.iter().flatten() {
@@ -185,7 +183,6 @@ impl DeltaHead<'_> {
                 out.push_str(a);
             }
         }
-        out
     }
 }
 
@@ -195,6 +192,8 @@ impl DeltaHead<'_> {
 #[derive(Default)]
 struct StreamTranslator {
     finished: bool,
+    /// The current event's answer text; one buffer for the whole stream.
+    text: String,
 }
 
 impl kernel::StreamTranslator for StreamTranslator {
@@ -221,15 +220,16 @@ impl kernel::StreamTranslator for StreamTranslator {
             out.set_model(head.model.as_deref().unwrap_or_default());
             out.set_created(head.created.unwrap_or(0));
         }
-        let mut text = String::new();
+        let text = &mut self.text;
+        text.clear();
         for c in &head.choices {
             self.finished |= c.finish_reason.is_some();
             if let Some(d) = &c.delta {
-                text.push_str(&d.text());
+                d.text_into(text);
             }
         }
         let Some(usage) = head.usage else {
-            out.verbatim(Bytes::copy_from_slice(data), &text);
+            out.verbatim(Bytes::copy_from_slice(data), text);
             return Ok(Flow::More);
         };
         out.usage(usage);
@@ -244,7 +244,7 @@ impl kernel::StreamTranslator for StreamTranslator {
         }
         out.verbatim(
             Bytes::from(serde_json::to_vec(&v).expect("a JSON value serializes")),
-            &text,
+            text,
         );
         Ok(Flow::More)
     }
@@ -261,11 +261,8 @@ impl kernel::StreamTranslator for StreamTranslator {
 }
 
 fn translate_stream(
-    events: impl futures::Stream<Item = Result<eventsource_stream::Event, ProviderError>>
-        + Send
-        + 'static,
+    data: impl futures::Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
 ) -> ChatStream {
-    let data = events.map(|r| r.map(|ev| ev.data));
     kernel::drive(
         data,
         StreamTranslator::default(),

@@ -1,5 +1,7 @@
-//! Upstream byte streams as events: SSE (via `eventsource-stream`) and NDJSON lines, each
-//! read bounded by the idle timeout. Events are yielded as they arrive, never buffered whole.
+//! Upstream byte streams as events: SSE (via `eventsource-stream`, or `sse_data` for the
+//! OpenAI hot path: only each event's `data`, split here as zero-copy slices) and NDJSON
+//! lines, each read bounded by the idle timeout. Events are yielded as they arrive, never
+//! buffered whole.
 
 use std::time::Duration;
 
@@ -43,6 +45,158 @@ pub fn sse_events(
         })
     });
     with_idle_timeout(events, idle)
+}
+
+/// The `data` of each SSE event of an upstream response, as bytes (see `split_sse_data`).
+pub fn sse_data(
+    resp: reqwest::Response,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
+    let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
+    with_idle_timeout(split_sse_data(bytes), idle)
+}
+
+/// One event's `data` lines being collected: the first line as a slice of the read buffer
+/// (no copy for the usual one-line event), later lines joined with `\n`.
+#[derive(Default)]
+struct DataLines {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl DataLines {
+    fn push(&mut self, value: Bytes) {
+        if let Some(j) = &mut self.joined {
+            j.extend_from_slice(b"\n");
+            j.extend_from_slice(&value);
+        } else if let Some(first) = self.first.take() {
+            let mut j = BytesMut::with_capacity(first.len() + value.len() + 1);
+            j.extend_from_slice(&first);
+            j.extend_from_slice(b"\n");
+            j.extend_from_slice(&value);
+            self.joined = Some(j);
+        } else {
+            self.first = Some(value);
+        }
+    }
+
+    /// The event's data once its blank line came; `None` when it had no data (or only
+    /// empty data), which per the SSE rules dispatches nothing.
+    fn take(&mut self) -> Option<Bytes> {
+        let data = match self.joined.take() {
+            Some(j) => j.freeze(),
+            None => self.first.take()?,
+        };
+        self.first = None;
+        (!data.is_empty()).then_some(data)
+    }
+}
+
+/// SSE framing (WHATWG rules) reduced to what the gateway reads: lines end in `\r\n`, `\n`
+/// or `\r`; a blank line ends an event; `:` lines are comments; `data:` values (one leading
+/// space dropped) are joined with `\n`; other fields (`event`, `id`, `retry`) are ignored.
+/// Data pending when the stream ends is still yielded (an upstream that omits the last
+/// blank line loses nothing). A cheap replacement for a general parser on the hot path.
+pub fn split_sse_data<S>(bytes: S) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send
+where
+    S: Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
+{
+    struct St<S> {
+        bytes: std::pin::Pin<Box<S>>,
+        buf: BytesMut,
+        /// Bytes of `buf` already searched for a line end.
+        scanned: usize,
+        data: DataLines,
+        done: bool,
+        /// At the stream's start, where a UTF-8 BOM is dropped.
+        start: bool,
+    }
+    let st = St {
+        bytes: Box::pin(bytes),
+        buf: BytesMut::new(),
+        scanned: 0,
+        data: DataLines::default(),
+        done: false,
+        start: true,
+    };
+    futures::stream::unfold(st, |mut st| async move {
+        loop {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            if st.start {
+                if st.buf.starts_with(BOM) {
+                    let _ = st.buf.split_to(BOM.len());
+                    st.start = false;
+                } else if st.done || !BOM.starts_with(&st.buf) {
+                    st.start = false;
+                }
+            }
+            let found = if st.start {
+                None // maybe the start of a BOM: read on
+            } else {
+                memchr::memchr2(b'\n', b'\r', &st.buf[st.scanned..]).map(|i| i + st.scanned)
+            };
+            if let Some(end) = found {
+                // A `\r` last in the buffer may be half of a `\r\n`: wait for the next byte.
+                if st.buf[end] == b'\r' && end + 1 == st.buf.len() && !st.done {
+                    st.scanned = end;
+                } else {
+                    let crlf = st.buf[end] == b'\r' && st.buf.get(end + 1) == Some(&b'\n');
+                    let line = st.buf.split_to(end).freeze();
+                    let _ = st.buf.split_to(if crlf { 2 } else { 1 });
+                    st.scanned = 0;
+                    if line.is_empty() {
+                        if let Some(data) = st.data.take() {
+                            return Some((Ok(data), st));
+                        }
+                    } else if let Some(value) = data_value(line) {
+                        st.data.push(value);
+                    }
+                    continue;
+                }
+            } else if !st.start {
+                st.scanned = st.buf.len();
+            }
+            if st.done {
+                if !st.buf.is_empty() {
+                    let line = st.buf.split().freeze();
+                    st.scanned = 0;
+                    if let Some(value) = data_value(line) {
+                        st.data.push(value);
+                    }
+                }
+                return st.data.take().map(|d| (Ok(d), st));
+            }
+            match st.bytes.next().await {
+                Some(Ok(chunk)) => st.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.buf.clear();
+                    st.scanned = 0;
+                    st.data = DataLines::default();
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.done = true;
+                    st.start = false;
+                }
+            }
+        }
+    })
+}
+
+/// The value of a `data` line (`data:x`, `data: x`, or a bare `data`); `None` for comments
+/// and every other field.
+fn data_value(line: Bytes) -> Option<Bytes> {
+    let (name, value) = match memchr::memchr(b':', &line) {
+        Some(0) => return None,
+        Some(i) => (&line[..i], i + 1),
+        None => (&line[..], line.len()),
+    };
+    if name != b"data" {
+        return None;
+    }
+    let skip = usize::from(line.get(value) == Some(&b' '));
+    Some(line.slice(value + skip..))
 }
 
 /// The lines of an NDJSON upstream response (Ollama), one JSON document each, empty lines
@@ -124,6 +278,68 @@ mod tests {
                 Bytes::from_static(b"{\"c\":3}")
             ]
         );
+    }
+
+    async fn sse_data_of(parts: &[&'static [u8]]) -> Vec<Result<Bytes, ProviderError>> {
+        let parts: Vec<Result<Bytes, ProviderError>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        split_sse_data(futures::stream::iter(parts)).collect().await
+    }
+
+    fn data(items: Vec<Result<Bytes, ProviderError>>) -> Vec<String> {
+        items
+            .into_iter()
+            .map(|r| String::from_utf8(r.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sse_events_split_on_blank_lines_with_any_line_ending() {
+        let got = data(
+            sse_data_of(&[
+                b"\xEF\xBB\xBFdata: {\"a\":1}\n\n",
+                b"data:{\"b\":2}\r\n\r\ndata: {\"c\":3}\r\r",
+                b"data: [DONE]\n\n",
+            ])
+            .await,
+        );
+        assert_eq!(got, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}", "[DONE]"]);
+    }
+
+    #[tokio::test]
+    async fn sse_events_split_across_reads_anywhere() {
+        let text: &[u8] = b": keep-alive\r\nevent: x\r\nid: 7\r\ndata: {\"a\":\r\ndata:  1}\r\n\r\ndata: end\r\n\r\n";
+        // Every split point, including between the `\r` and `\n` of a line end.
+        for cut in 0..=text.len() {
+            let (a, b) = text.split_at(cut);
+            let parts: Vec<Result<Bytes, ProviderError>> =
+                vec![Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))];
+            let got = data(split_sse_data(futures::stream::iter(parts)).collect().await);
+            assert_eq!(got, ["{\"a\":\n 1}", "end"], "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sse_comments_other_fields_and_empty_data_dispatch_nothing() {
+        let got =
+            data(sse_data_of(&[b": ping\n\nevent: e\n\ndata\n\ndata:\n\n\n\ndatax: 1\n\n"]).await);
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn sse_data_pending_at_the_end_is_yielded_and_errors_end_the_stream() {
+        assert_eq!(
+            data(sse_data_of(&[b"data: a\n\ndata: b"]).await),
+            ["a", "b"]
+        );
+        let parts = vec![
+            Ok(Bytes::from_static(b"data: a\n\ndata: half")),
+            Err(ProviderError::Timeout(Phase::Idle)),
+        ];
+        let got: Vec<_> = split_sse_data(futures::stream::iter(parts)).collect().await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(&got[0].as_ref().unwrap()[..], b"a");
+        assert!(matches!(got[1], Err(ProviderError::Timeout(Phase::Idle))));
     }
 
     #[tokio::test]
