@@ -19,6 +19,9 @@ pub struct Upstream {
     key: ApiKey,
     /// How the key is presented; `send` applies it to every request.
     auth: Auth,
+    /// The key's header value, built once (sensitive); `None` when there is no usable key,
+    /// and `authorized` then says why.
+    auth_value: Option<HeaderValue>,
     pub client: reqwest::Client,
     pub timeouts: Timeouts,
     /// Per-model `max_tokens` defaults (Anthropic requires the field).
@@ -32,6 +35,7 @@ impl Upstream {
             endpoint: p.endpoint().to_string(),
             key: p.api_key.clone(),
             auth: Auth::Bearer,
+            auth_value: auth_value(&p.api_key, Auth::Bearer),
             client,
             timeouts,
             model_max_tokens: p
@@ -63,6 +67,7 @@ impl Upstream {
     /// The provider's way of presenting its key (Bearer by default).
     pub fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
+        self.auth_value = auth_value(&self.key, auth);
         self
     }
 
@@ -81,6 +86,13 @@ impl Upstream {
             return Ok(req);
         };
         let auth = self.auth;
+        let name = match auth {
+            Auth::Bearer => reqwest::header::AUTHORIZATION.as_str(),
+            Auth::Header(name) => name,
+        };
+        if let Some(value) = &self.auth_value {
+            return Ok(req.header(name, value.clone()));
+        }
         let value = match auth {
             Auth::Bearer => format!("Bearer {}", key.expose()),
             Auth::Header(_) => key.expose().to_string(),
@@ -89,10 +101,6 @@ impl Upstream {
             ProviderError::Protocol("the configured API key is not a valid header value".into())
         })?;
         value.set_sensitive(true);
-        let name = match auth {
-            Auth::Bearer => reqwest::header::AUTHORIZATION.as_str(),
-            Auth::Header(name) => name,
-        };
         Ok(req.header(name, value))
     }
 
@@ -165,6 +173,21 @@ impl Upstream {
             code,
         }
     }
+}
+
+/// The header value presenting `key` the `auth` way, marked sensitive; `None` without a
+/// usable key (no key, a missing variable, bytes a header cannot carry).
+fn auth_value(key: &ApiKey, auth: Auth) -> Option<HeaderValue> {
+    let ApiKey::Value(key) = key else {
+        return None;
+    };
+    let mut value = match auth {
+        Auth::Bearer => HeaderValue::from_str(&format!("Bearer {}", key.expose())),
+        Auth::Header(_) => HeaderValue::from_str(key.expose()),
+    }
+    .ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// How a provider presents its key.

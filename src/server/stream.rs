@@ -5,7 +5,6 @@ use std::convert::Infallible;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{FutureExt, Stream, StreamExt};
-use serde_json::json;
 
 use super::error::{error_json, provider_error_parts};
 use crate::api::openai::{unix_now, Usage};
@@ -20,7 +19,19 @@ fn event(json: &[u8]) -> Bytes {
 }
 
 /// The final chunk: complete by OpenAI's schema, `choices: []`, usage with effective_context.
-fn usage_event(end: StreamEnd, effective_context: u64) -> Bytes {
+#[derive(serde::Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: &'a Usage,
+}
+
+/// The final usage chunk then `[DONE]`, appended to `out` (one buffer, no intermediate JSON
+/// value).
+fn usage_event(end: StreamEnd, effective_context: u64, out: &mut BytesMut) {
     let mut usage = end
         .usage
         .unwrap_or_else(|| Usage::new(effective_context, 0));
@@ -30,17 +41,23 @@ fn usage_event(end: StreamEnd, effective_context: u64) -> Bytes {
     } else {
         end.id
     };
-    let chunk = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": if end.created == 0 { unix_now() } else { end.created },
-        "model": end.model,
-        "choices": [],
-        "usage": usage,
-    });
-    let mut b = BytesMut::from(&event(&serde_json::to_vec(&chunk).unwrap_or_default())[..]);
-    b.put_slice(b"data: [DONE]\n\n");
-    b.freeze()
+    let chunk = UsageChunk {
+        id: &id,
+        object: "chat.completion.chunk",
+        created: if end.created == 0 {
+            unix_now()
+        } else {
+            end.created
+        },
+        model: &end.model,
+        choices: [],
+        usage: &usage,
+    };
+    out.put_slice(b"data: ");
+    let mut w = out.writer();
+    let _ = serde_json::to_writer(&mut w, &chunk);
+    let out = w.into_inner();
+    out.put_slice(b"\n\ndata: [DONE]\n\n");
 }
 
 /// Events already waiting are sent in one write (up to this many bytes): an upstream that
@@ -61,7 +78,7 @@ fn client_bytes(
             false
         }
         Some(Ok(StreamItem::End(end))) => {
-            out.put_slice(&usage_event(end, effective_context));
+            usage_event(end, effective_context, out);
             true
         }
         Some(Err(e)) => {
@@ -72,7 +89,7 @@ fn client_bytes(
         }
         // A translator that ended without its End item still owes the client a usage chunk.
         None => {
-            out.put_slice(&usage_event(StreamEnd::default(), effective_context));
+            usage_event(StreamEnd::default(), effective_context, out);
             true
         }
     }
@@ -126,7 +143,10 @@ mod tests {
         .unwrap();
         let last = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
         assert!(
-            last.contains("\"effective_context\":7") && last.ends_with("data: [DONE]\n\n"),
+            last.starts_with("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\"")
+                && last.contains("\"choices\":[],\"usage\":{")
+                && last.contains("\"effective_context\":7")
+                && last.ends_with("}\n\ndata: [DONE]\n\n"),
             "{last}"
         );
         assert!(body.next().await.is_none());
