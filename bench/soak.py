@@ -410,7 +410,6 @@ def main():
                    for i in range(a.clients)]
         for t in threads:
             t.start()
-        big_conn = http.client.HTTPConnection("127.0.0.1", GW_PORT, timeout=120)
         samples, bigs = [], []
         start = time.time()
         next_big = start + min(60, a.seconds / 10)
@@ -421,11 +420,14 @@ def main():
             samples.append((t, rss, fds))
             if time.time() >= next_big:
                 before = rss
+                # A fresh connection: one idle since the last big request (minutes) has been
+                # closed by the server's keep-alive timeout, which http.client does not notice.
+                big_conn = http.client.HTTPConnection("127.0.0.1", GW_PORT, timeout=120)
                 try:
                     one_request(big_conn, stats, random.Random(int(t)), big=True)
                 except (OSError, http.client.HTTPException) as e:
                     stats.add("UNEXPECTED transport error", f"3 MB request: {e!r}")
-                    big_conn = http.client.HTTPConnection("127.0.0.1", GW_PORT, timeout=120)
+                big_conn.close()
                 after = rss_fds(gw.pid)[0]
                 bigs.append((t, before, after))
                 next_big += a.big_every
