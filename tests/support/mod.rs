@@ -415,11 +415,13 @@ pub fn model_ids(list: &Value) -> Vec<&str> {
 
 // ---------- the official openai Python SDK ----------
 
-/// Runs tests/python/sdk_chat.py (the official `openai` SDK) against aisbf and returns the
-/// JSON it printed. Panics with the script's stderr when it fails: the SDK is required
-/// (.ci/run installs it), a missing SDK is a failure, not a skip.
-pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_chat.py");
+/// Runs tests/python/SCRIPT (an official SDK driving aisbf) and returns the JSON it printed.
+/// Panics with the script's stderr when it fails: the SDKs are required (scripts/test.sh
+/// installs them), a missing SDK is a failure, not a skip.
+async fn python_sdk(script: &str, label: &str, base_url: &str, model: &str, mode: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let python = std::env::var("AISBF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = tokio::process::Command::new(python)
         .arg(script)
@@ -430,32 +432,24 @@ pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "openai SDK ({mode}) failed: {}\n{stdout}",
+        "{label} ({mode}) failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
 }
 
+/// Runs tests/python/sdk_chat.py (the official `openai` SDK) against aisbf and returns the
+/// JSON it printed. Panics with the script's stderr when it fails: the SDK is required
+/// (.ci/run installs it), a missing SDK is a failure, not a skip.
+pub async fn openai_sdk(base_url: &str, model: &str, mode: &str) -> Value {
+    python_sdk("sdk_chat.py", "openai SDK", base_url, model, mode).await
+}
+
 /// Runs tests/python/sdk_messages.py (the official `anthropic` SDK) against aisbf and
 /// returns the JSON it printed; a missing SDK is a failure (scripts/test.sh installs it).
 pub async fn anthropic_sdk(base_url: &str, model: &str, mode: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_messages.py");
-    let python = std::env::var("AISBF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .args([base_url, model, mode])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "anthropic SDK ({mode}) failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
+    python_sdk("sdk_messages.py", "anthropic SDK", base_url, model, mode).await
 }
 
 // ---------- Google Gemini mock ----------
@@ -484,20 +478,12 @@ pub async fn get_json(url: &str) -> Value {
 /// Runs tests/python/sdk_responses.py (the official `openai` SDK's `client.responses`)
 /// against aisbf and returns the JSON it printed; a failing or missing SDK fails the test.
 pub async fn openai_sdk_responses(base_url: &str, model: &str, mode: &str) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_responses.py");
-    let python = std::env::var("AISBF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .args([base_url, model, mode])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "openai SDK responses ({mode}) failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("SDK output not JSON ({e}): {stdout}"))
+    python_sdk(
+        "sdk_responses.py",
+        "openai SDK responses",
+        base_url,
+        model,
+        mode,
+    )
+    .await
 }
