@@ -618,21 +618,25 @@ impl StreamTranslator {
         index
     }
 
-    /// One canonical chunk (the JSON of a `chat.completion.chunk`).
-    pub fn chunk(&mut self, json: &[u8], out: &mut BytesMut) {
+    /// One canonical chunk (the JSON of a `chat.completion.chunk`). False when the stream
+    /// had to end here (it then ends with one `error` event and nothing follows).
+    pub fn chunk(&mut self, json: &[u8], out: &mut BytesMut) -> bool {
+        if self.finished {
+            return false;
+        }
         self.start(out);
         let chunk: Chunk = match serde_json::from_slice(json) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("skipping a canonical chunk that does not parse: {e}");
-                return;
+                return true;
             }
         };
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
-            return;
+            return true;
         };
         if choice.finish_reason.is_some() {
             self.finish_reason = choice.finish_reason;
@@ -653,11 +657,15 @@ impl StreamTranslator {
             emit_delta(out, index, DeltaBody::Text { text });
         }
         for call in delta.tool_calls.unwrap_or_default() {
-            self.tool_delta(call, out);
+            if !self.tool_delta(call, out) {
+                return false;
+            }
         }
+        true
     }
 
-    fn tool_delta(&mut self, call: ToolDelta, out: &mut BytesMut) {
+    /// False when the call's arguments cannot be sent: see `resumed_call`.
+    fn tool_delta(&mut self, call: ToolDelta, out: &mut BytesMut) -> bool {
         let (name, arguments) = match call.function {
             Some(f) => (f.name, f.arguments),
             None => (None, None),
@@ -665,7 +673,15 @@ impl StreamTranslator {
         let index = match self.tools.get(&call.index) {
             // A different id at a known index is a new call (translators that number every
             // call 0); no id, or the same one repeated, continues the call.
-            Some((i, id)) if call.id.as_ref().is_none_or(|new| new == id) => *i,
+            Some((i, id)) if call.id.as_ref().is_none_or(|new| new == id) => {
+                let resumed = self.open.is_none_or(|(open, _)| open != *i);
+                if resumed && arguments.as_ref().is_some_and(|a| !a.is_empty()) {
+                    let id = id.clone();
+                    self.resumed_call(&id, out);
+                    return false;
+                }
+                *i
+            }
             _ => {
                 let n = self.tools.len();
                 let id = call.id.unwrap_or_else(|| format!("toolu_aisbf{n}"));
@@ -693,6 +709,27 @@ impl StreamTranslator {
                 },
             );
         }
+        true
+    }
+
+    /// An upstream sent more arguments for a tool call after text or another call had
+    /// interrupted it, so its block is already stopped. A Messages stream cannot express
+    /// that: clients finalise a call's input at its `content_block_stop`, so the fragment
+    /// would leave them a truncated call they may run, and a second block with the same id
+    /// would run it twice. The answer ends here with one error naming the call.
+    fn resumed_call(&mut self, id: &str, out: &mut BytesMut) {
+        tracing::warn!(
+            tool_call = id,
+            "upstream resumed a tool call after another block; ending the stream"
+        );
+        self.close(out);
+        self.error(
+            &format!(
+                "upstream sent more arguments for tool call {id} after another content block; \
+                 a Messages stream cannot reopen a stopped block"
+            ),
+            out,
+        );
     }
 
     /// The end of the answer: closes the open block, then `message_delta` (stop reason,
@@ -725,7 +762,11 @@ impl StreamTranslator {
     }
 
     /// A failure after the stream started: one `error` event; nothing follows it.
+    /// Idempotent: a second end (error or finish) writes nothing.
     pub fn error(&mut self, message: &str, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
         self.finished = true;
         out.put_slice(&error_event("api_error", message));
     }
@@ -961,6 +1002,72 @@ mod tests {
             .map(|(_, d)| d["content_block"]["id"].clone())
             .collect();
         assert_eq!(starts, [json!("call_a"), json!("call_b")]);
+    }
+
+    #[test]
+    fn resumed_tool_arguments_end_the_stream_with_one_error() {
+        let mut t = StreamTranslator::new("m", 1);
+        let mut out = BytesMut::new();
+        let tool = |index: u32, id: Option<&str>, args: &str| {
+            let mut call = json!({"index": index, "function": {"arguments": args}});
+            if let Some(id) = id {
+                call["id"] = json!(id);
+                call["function"]["name"] = json!("f");
+            }
+            serde_json::to_vec(&json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
+                .unwrap()
+        };
+        assert!(t.chunk(&tool(0, Some("call_a"), "{\"x\":"), &mut out));
+        assert!(t.chunk(&tool(1, Some("call_b"), "{}"), &mut out));
+        // Call 0 resumes after call 1 opened: its block is stopped, so the stream must end.
+        assert!(!t.chunk(&tool(0, None, "1}"), &mut out));
+        // Nothing follows the error: neither more chunks nor a finish.
+        assert!(!t.chunk(&tool(1, None, ""), &mut out));
+        t.finish(None, &mut out);
+        t.error("again", &mut out);
+        let ev = events(&out);
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "error"
+            ]
+        );
+        let message = ev[7].1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("call_a"), "{message}");
+        // No delta ever went to a stopped block.
+        assert!(ev
+            .iter()
+            .filter(|(n, _)| n == "content_block_delta")
+            .all(|(_, d)| d["index"] != 0 || d["delta"]["partial_json"] == "{\"x\":"));
+    }
+
+    #[test]
+    fn a_resumed_call_without_arguments_is_harmless() {
+        let mut t = StreamTranslator::new("m", 1);
+        let mut out = BytesMut::new();
+        let chunk = |delta: Value| {
+            serde_json::to_vec(&json!({"choices": [{"index": 0, "delta": delta}]})).unwrap()
+        };
+        assert!(t.chunk(
+            &chunk(json!({"tool_calls": [{"index": 0, "id": "call_a",
+            "function": {"name": "f", "arguments": "{}"}}]})),
+            &mut out
+        ));
+        assert!(t.chunk(&chunk(json!({"content": "x"})), &mut out));
+        assert!(t.chunk(
+            &chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": ""}}]})),
+            &mut out
+        ));
+        t.finish(None, &mut out);
+        assert_eq!(events(&out).last().unwrap().0, "message_stop");
     }
 
     #[test]

@@ -164,10 +164,8 @@ fn step(
     out: &mut BytesMut,
 ) -> bool {
     match item {
-        Some(Ok(StreamItem::Chunk(json))) => {
-            t.chunk(&json, out);
-            false
-        }
+        // A chunk the Messages grammar cannot carry ends the stream (with its error event).
+        Some(Ok(StreamItem::Chunk(json))) => !t.chunk(&json, out),
         Some(Ok(StreamItem::End(end))) => {
             t.finish(Some(end), out);
             true
