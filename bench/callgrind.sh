@@ -6,6 +6,7 @@
 #   send WARM sequential keep-alive requests, dump (zeroes the counters), send N more, dump,
 #   and report Ir of the second part / N.
 # Usage: bench/callgrind.sh [N=1000] [WARM=200]      (needs valgrind and nginx; release build)
+#        ONLY=aisbf bench/callgrind.sh ...             (one target; the others are skipped)
 # Writes only under $BENCH_WORK/callgrind. Prints a markdown table.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,8 +19,12 @@ mkdir -p "$work"
 for tool in valgrind callgrind_control nginx python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nginx)" >&2; exit 1; }
 done
-(cd "$here/.." && cargo build --release --locked --quiet)
-bin="$here/../target/release/aisbf"
+# AISBF_BIN=/path/to/aisbf measures that build (e.g. one with line tables for
+# callgrind_annotate, or an older one side by side) and skips the build.
+if [[ -z ${AISBF_BIN:-} ]]; then
+  (cd "$here/.." && cargo build --release --locked --quiet)
+fi
+bin=${AISBF_BIN:-$here/../target/release/aisbf}
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -62,10 +67,11 @@ PY
 }
 
 measure() { # name start_cmd health url model stream
+  [[ -n ${ONLY:-} && $1 != "$ONLY" ]] && return 0
   local name=$1 cmd=$2 health=$3 url=$4 model=$5 stream=$6 out="$work/$1-$6"
   rm -f "$out".*
   # shellcheck disable=SC2086 # $cmd is a program and its arguments
-  valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no $cmd >"$out.log" 2>&1 &
+  valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no --compress-strings=no $cmd >"$out.log" 2>&1 &
   local vp=$!
   wait_up "$health"
   drive "$url" "$model" "$stream" "$WARM"
