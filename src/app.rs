@@ -70,13 +70,7 @@ fn serve_foreground(cli: &Cli) -> i32 {
                 return EXIT_FAIL;
             }
         };
-        let state = match AppState::build(config) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("aisbf: cannot build the HTTP client: {e}");
-                return EXIT_FAIL;
-            }
-        };
+        let state = AppState::build(config);
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         tracing::info!(
             "aisbf {} listening on http://{local} (config {})",

@@ -329,6 +329,7 @@ impl Metrics {
         let (p, m) = provider_model(config, provider, model);
         let usage = match outcome {
             ChatOutcome::Complete(r) => r.usage.as_ref(),
+            ChatOutcome::Verbatim(v) => Some(&v.usage),
             // A native answer's usage is in the client's own format: only its timing is seen.
             ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_)) => None,
             ChatOutcome::Stream(_)

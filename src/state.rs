@@ -10,6 +10,7 @@ use crate::context::tokens::TokenCounter;
 use crate::context::ContextState;
 use crate::ingress::responses::ResponsesState;
 use crate::metrics::Metrics;
+use crate::providers::client::{ClientOptions, HttpClient};
 use crate::providers::Registry;
 use crate::routing::autoselect::Selector;
 use crate::routing::health::{self, Health};
@@ -19,7 +20,7 @@ use crate::routing::shared_state::{Redis, RedisHealth, RedisSpacing};
 pub struct AppState {
     pub config: Config,
     pub providers: Registry,
-    pub http: reqwest::Client,
+    pub http: HttpClient,
     pub tokens: TokenCounter,
     /// Error tracking and cooldowns; an `Arc` so committed streams can record their end.
     pub health: Arc<Health>,
@@ -36,30 +37,30 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn build(config: Config) -> Result<Arc<AppState>, reqwest::Error> {
+    pub fn build(config: Config) -> Arc<AppState> {
         let redis = shared_backend(&config);
         let health = Arc::new(health_for(&config, redis.as_ref()));
-        let http = http_client(&config)?;
+        let http = http_client(&config);
         let responses = ResponsesState::build(&config);
-        Ok(Self::assemble(
+        Self::assemble(
             config,
             health,
             Arc::new(Metrics::new()),
             http,
             redis,
             responses,
-        ))
+        )
     }
 
     /// The state of a reloaded `config`: metrics and, for the providers that remain, health
     /// counters and cooldowns carry over from `old`; everything else is built anew.
-    pub fn rebuild(config: Config, old: &AppState) -> Result<Arc<AppState>, reqwest::Error> {
+    pub fn rebuild(config: Config, old: &AppState) -> Arc<AppState> {
         let health = Arc::new(Health::reloaded(&config, &old.health));
         // The same client (and its warm upstream connections) unless its settings changed.
         let http = if config.timeouts.connect_seconds == old.config.timeouts.connect_seconds {
             old.http.clone()
         } else {
-            http_client(&config)?
+            http_client(&config)
         };
         // The Redis connection is kept: shared state lives in Redis, not in this process.
         let (new, was) = (&config.state, &old.config.state);
@@ -81,21 +82,14 @@ impl AppState {
         } else {
             ResponsesState::build(&config)
         };
-        Ok(Self::assemble(
-            config,
-            health,
-            old.metrics.clone(),
-            http,
-            redis,
-            responses,
-        ))
+        Self::assemble(config, health, old.metrics.clone(), http, redis, responses)
     }
 
     fn assemble(
         config: Config,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
-        http: reqwest::Client,
+        http: HttpClient,
         redis: Option<Arc<Redis>>,
         responses: ResponsesState,
     ) -> Arc<AppState> {
@@ -166,15 +160,12 @@ fn shared_backend(config: &Config) -> Option<Arc<Redis>> {
     }
 }
 
-fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs_f64(config.timeouts.connect_seconds))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        // The gateway never follows redirects: a POST must not be replayed elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+/// The one pooled client every provider shares. It never follows redirects (a POST must not
+/// be replayed elsewhere) and never retries by itself: failover is the router's.
+fn http_client(config: &Config) -> HttpClient {
+    HttpClient::new(&ClientOptions {
+        connect_timeout: Duration::from_secs_f64(config.timeouts.connect_seconds),
+    })
 }
 
 /// Every model name the configuration routes to: they decide which token tables load at boot.

@@ -133,3 +133,64 @@ async fn official_openai_sdk_text_and_stream() {
     assert_eq!(v["usage"]["total_tokens"], 14);
     assert!(v["usage"]["effective_context"].as_u64().unwrap() > 0);
 }
+
+/// An upstream that answers every chat request with `body`, byte for byte.
+async fn fixed_upstream(body: &'static str) -> Gateway {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }),
+    );
+    let endpoint = format!("{}/v1", serve_app(app).await);
+    let cfg = ConfigDir::new(json!({"up": provider("openai", &endpoint, None, &["m"])}));
+    Gateway::start_with(cfg).await
+}
+
+async fn ask(gw: &Gateway) -> (String, Value) {
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_schema("CreateChatCompletionResponse", &v);
+    (text, v)
+}
+
+#[tokio::test]
+async fn complete_answers_go_back_byte_for_byte_with_effective_context_spliced() {
+    // Key order, spacing, escapes and unknown fields as the upstream wrote them.
+    const UP: &str = r#"{"object":"chat.completion", "id":"c-1","created":7,"model":"m","choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"role":"assistant","content":"caf\u00e9 \"x\"","refusal":null}}],"usage": {"total_tokens":5,"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}},"service_tier":"default"}"#;
+    let gw = fixed_upstream(UP).await;
+    let (text, v) = ask(&gw).await;
+    let n = v["usage"]["effective_context"]
+        .as_u64()
+        .expect("effective_context");
+    assert!(n > 0);
+    assert_eq!(
+        text,
+        UP.replace(
+            r#""usage": {"#,
+            &format!(r#""usage": {{"effective_context":{n},"#)
+        )
+    );
+}
+
+#[tokio::test]
+async fn incomplete_answers_are_completed_by_the_typed_path() {
+    // No logprobs, refusal or usage: the gateway fills them in (and counts the usage).
+    const UP: &str = r#"{"id":"c-2","object":"chat.completion","created":7,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}]}"#;
+    let gw = fixed_upstream(UP).await;
+    let (_, v) = ask(&gw).await;
+    assert_eq!(v["choices"][0]["message"]["content"], "hello there");
+    assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(v["usage"]["effective_context"].as_u64().unwrap() > 0);
+}

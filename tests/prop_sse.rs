@@ -36,14 +36,11 @@ fn pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Bytes> {
         .collect()
 }
 
-/// An upstream response whose body is `pieces`, one read each.
-fn response(pieces: Vec<Bytes>) -> reqwest::Response {
-    let body = futures::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
-    axum::http::Response::builder()
-        .status(200)
-        .body(reqwest::Body::wrap_stream(body))
-        .unwrap()
-        .into()
+/// An upstream response body that arrives as `pieces`, one read each.
+fn response(
+    pieces: Vec<Bytes>,
+) -> impl futures::Stream<Item = Result<Bytes, aisbf::providers::client::TransportError>> + Send {
+    futures::stream::iter(pieces.into_iter().map(Ok))
 }
 
 /// One SSE event as a provider sends it.

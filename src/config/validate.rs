@@ -165,8 +165,10 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
             ));
         }
         let endpoint = p.endpoint();
-        match reqwest::Url::parse(endpoint) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        // The client sends to an `http::Uri` parsed from the same text: both must accept it.
+        let as_uri = endpoint.parse::<http::Uri>().is_ok();
+        match url::Url::parse(endpoint) {
+            Ok(u) if as_uri && (u.scheme() == "http" || u.scheme() == "https") => {}
             _ => {
                 return Err(invalid(
                     P,

@@ -888,7 +888,7 @@ fn model_info(m: NativeModel) -> ModelInfo {
 
 pub struct Anthropic {
     up: Upstream,
-    messages_url: reqwest::Url,
+    messages_url: http::Uri,
     models_url: String,
 }
 
@@ -922,7 +922,7 @@ impl Provider for Anthropic {
         }
         let resp = self.up.send(builder).await?;
         if req.is_stream() {
-            let events = sse_events(resp, self.up.timeouts.idle);
+            let events = sse_events(resp.bytes_stream(), self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events, model)));
         }
         let body = self.up.read_body(resp).await?;
@@ -949,7 +949,7 @@ impl Provider for Anthropic {
                 .await?;
             let body = self.up.read_body(resp).await?;
             let page: NativeModelList = serde_json::from_slice(&body).map_err(|e| {
-                let (message, _, _) = error_fields(&body, reqwest::StatusCode::BAD_GATEWAY);
+                let (message, _, _) = error_fields(&body, http::StatusCode::BAD_GATEWAY);
                 ProviderError::Protocol(format!("model list: {e}: {message}"))
             })?;
             out.extend(page.data.into_iter().map(model_info));

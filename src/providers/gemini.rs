@@ -68,7 +68,7 @@ impl Provider for Gemini {
             .send(self.up.post_json(self.url(model, stream), body))
             .await?;
         if stream {
-            let events = sse_events(resp, self.up.timeouts.idle);
+            let events = sse_events(resp.bytes_stream(), self.up.timeouts.idle);
             let signatures = self.signatures.clone();
             return Ok(ChatOutcome::Stream(translate_stream(
                 events, model, signatures,
@@ -757,7 +757,7 @@ pub fn parse_native(body: &[u8]) -> Result<GenerateResponse, ProviderError> {
 
 /// An `{"error":{"code","message","status"}}` object inside a 200 body or stream.
 fn error_in_body(body: &[u8]) -> ProviderError {
-    let (message, kind, code) = error_fields(body, reqwest::StatusCode::BAD_GATEWAY);
+    let (message, kind, code) = error_fields(body, http::StatusCode::BAD_GATEWAY);
     let status = code
         .as_deref()
         .and_then(|c| c.parse::<u16>().ok())

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use http::{StatusCode, Uri};
 use serde_json::Value;
 
+use super::client::{HttpClient, IntoUri, RequestBuilder, Response, TransportError};
 use super::{Phase, ProviderError, Timeouts};
 use crate::config::{ApiKey, ProviderConfig};
 use crate::secret::Secret;
@@ -22,14 +23,14 @@ pub struct Upstream {
     /// The key's header value, built once (sensitive); `None` when there is no usable key,
     /// and `authorized` then says why.
     auth_value: Option<HeaderValue>,
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     pub timeouts: Timeouts,
     /// Per-model `max_tokens` defaults (Anthropic requires the field).
     pub model_max_tokens: Vec<(String, u32)>,
 }
 
 impl Upstream {
-    pub fn new(p: &ProviderConfig, client: reqwest::Client, timeouts: Timeouts) -> Self {
+    pub fn new(p: &ProviderConfig, client: HttpClient, timeouts: Timeouts) -> Self {
         Upstream {
             id: p.id.clone(),
             endpoint: p.endpoint().to_string(),
@@ -46,10 +47,10 @@ impl Upstream {
         }
     }
 
-    /// A fixed upstream URL, parsed once here rather than on every request (URL parsing with
-    /// IDNA showed up at ~5% of the hot path).
-    pub fn fixed_url(url: &str) -> reqwest::Url {
-        reqwest::Url::parse(url).expect("endpoints are validated as URLs when the config loads")
+    /// A fixed upstream URL, parsed once here rather than on every request.
+    pub fn fixed_url(url: &str) -> Uri {
+        url.parse()
+            .expect("endpoints are validated as URLs when the config loads")
     }
 
     /// The configured key; `None` when the provider needs none.
@@ -72,11 +73,8 @@ impl Upstream {
     }
 
     /// A POST of a JSON body.
-    pub fn post_json(&self, url: impl reqwest::IntoUrl, body: Vec<u8>) -> RequestBuilder {
-        self.client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+    pub fn post_json(&self, url: impl IntoUri, body: Vec<u8>) -> RequestBuilder {
+        self.client.post(url).json_body(body)
     }
 
     /// `req` with the configured key in the provider's header (marked sensitive, so it
@@ -87,7 +85,7 @@ impl Upstream {
         };
         let auth = self.auth;
         let name = match auth {
-            Auth::Bearer => reqwest::header::AUTHORIZATION.as_str(),
+            Auth::Bearer => AUTHORIZATION.as_str(),
             Auth::Header(name) => name,
         };
         if let Some(value) = &self.auth_value {
@@ -199,18 +197,12 @@ pub enum Auth {
     Header(&'static str),
 }
 
-/// reqwest's errors name the URL; ours must not (a key could sit in a query string).
-pub fn transport_error(e: reqwest::Error) -> ProviderError {
+/// A transport failure as the provider error the router acts on (never naming the URL: a
+/// key could sit in a query string).
+pub fn transport_error(e: TransportError) -> ProviderError {
     let timeout = e.is_timeout();
     let connect = e.is_connect();
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
+    let msg = e.to_string();
     if timeout {
         ProviderError::Timeout(if connect {
             Phase::Connect
@@ -264,11 +256,7 @@ pub fn error_fields(body: &[u8], status: StatusCode) -> (String, Option<String>,
 
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }

@@ -4,6 +4,8 @@
 //! `make`.
 
 pub mod anthropic;
+pub mod client;
+pub mod completion;
 pub mod convert;
 pub mod gemini;
 pub mod http;
@@ -36,6 +38,9 @@ pub type ChatStream = BoxStream<'static, Result<StreamItem, ProviderError>>;
 
 pub enum ChatOutcome {
     Complete(ChatResponse),
+    /// A complete OpenAI-format answer kept as the upstream's bytes (see `completion`):
+    /// only for Chat Completions clients, who get it byte for byte.
+    Verbatim(completion::Verbatim),
     Stream(ChatStream),
     /// Served by native passthrough (`routing::attempt`): the client's own format, never
     /// produced by `Provider::chat`.
@@ -54,7 +59,20 @@ impl ChatOutcome {
                     .and_then(|c| c.message.content)
                     .unwrap_or_default(),
             ),
+            ChatOutcome::Verbatim(v) => v
+                .parse()
+                .ok()
+                .map(|r| ChatOutcome::Complete(r).into_text())?,
             ChatOutcome::Stream(_) | ChatOutcome::Native(_) => None,
+        }
+    }
+
+    /// A verbatim answer as a typed one, for callers that translate it; anything else as
+    /// it is.
+    pub fn typed(self) -> Result<ChatOutcome, ProviderError> {
+        match self {
+            ChatOutcome::Verbatim(v) => v.parse().map(ChatOutcome::Complete),
+            other => Ok(other),
         }
     }
 }
@@ -160,7 +178,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(config: &Config, client: &reqwest::Client) -> Registry {
+    pub fn build(config: &Config, client: &client::HttpClient) -> Registry {
         let timeouts = Timeouts {
             first_byte: Duration::from_secs_f64(config.timeouts.first_byte_seconds),
             idle: Duration::from_secs_f64(config.timeouts.idle_seconds),
@@ -202,7 +220,7 @@ struct Shared {
 
 fn make(
     p: &ProviderConfig,
-    client: &reqwest::Client,
+    client: &client::HttpClient,
     timeouts: &Timeouts,
     shared: &Shared,
 ) -> Option<Arc<dyn Provider>> {

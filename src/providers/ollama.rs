@@ -31,7 +31,7 @@ use crate::api::openai::{
 
 pub struct Ollama {
     up: Upstream,
-    chat_url: reqwest::Url,
+    chat_url: http::Uri,
     tags_url: String,
 }
 
@@ -64,7 +64,7 @@ impl Provider for Ollama {
             .send(self.up.post_json(self.chat_url.clone(), body))
             .await?;
         if req.is_stream() {
-            let lines = ndjson_lines(resp, self.up.timeouts.idle);
+            let lines = ndjson_lines(resp.bytes_stream(), self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(
                 lines,
                 unix_now(),

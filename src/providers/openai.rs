@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::completion::Verbatim;
 use super::http::{error_fields, Upstream};
 use super::kernel::{self, ChunkWriter, Flow};
 use super::sse::sse_data;
@@ -18,7 +19,7 @@ use crate::api::openai::{ChatRequest, ChatResponse, Extra, Message, ModelInfo, M
 
 pub struct OpenAi {
     up: Upstream,
-    chat_url: reqwest::Url,
+    chat_url: http::Uri,
     models_url: String,
 }
 
@@ -87,10 +88,17 @@ impl Provider for OpenAi {
             .post_json(self.chat_url.clone(), outgoing_body(req, model));
         let resp = self.up.send(builder).await?;
         if req.is_stream() {
-            let events = sse_data(resp, self.up.timeouts.idle);
+            let events = sse_data(resp.bytes_stream(), self.up.timeouts.idle);
             return Ok(ChatOutcome::Stream(translate_stream(events)));
         }
         let body = self.up.read_body(resp).await?;
+        // A Chat Completions client (no native request behind it) can take the upstream's
+        // bytes as they are; a translating ingress needs the typed answer anyway.
+        if req.native.is_none() {
+            if let Some(v) = Verbatim::check(body.clone()) {
+                return Ok(ChatOutcome::Verbatim(v));
+            }
+        }
         parse_completion(&body).map(ChatOutcome::Complete)
     }
 
@@ -110,8 +118,7 @@ pub fn parse_completion(body: &[u8]) -> Result<ChatResponse, ProviderError> {
         Err(e) => {
             if let Ok(v) = serde_json::from_slice::<Value>(body) {
                 if v.get("error").is_some() {
-                    let (message, kind, code) =
-                        error_fields(body, reqwest::StatusCode::BAD_GATEWAY);
+                    let (message, kind, code) = error_fields(body, http::StatusCode::BAD_GATEWAY);
                     return Err(ProviderError::Upstream {
                         status: 502,
                         message,
@@ -205,7 +212,7 @@ impl kernel::StreamTranslator for StreamTranslator {
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
         if let Some(err) = head.error {
             let (message, kind, code) =
-                error_fields(err.get().as_bytes(), reqwest::StatusCode::BAD_GATEWAY);
+                error_fields(err.get().as_bytes(), http::StatusCode::BAD_GATEWAY);
             return Err(ProviderError::Upstream {
                 status: 502,
                 message,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use reqwest::StatusCode;
+use http::StatusCode;
 use serde_json::value::RawValue;
 
 use super::http::{error_fields, Auth, Upstream};
@@ -62,9 +62,9 @@ pub enum NativeOutcome {
 pub struct Passthrough {
     up: Upstream,
     format: NativeFormat,
-    url: reqwest::Url,
+    url: http::Uri,
     /// Anthropic's token counter (`/v1/messages/count_tokens`); none for Responses.
-    count_url: Option<reqwest::Url>,
+    count_url: Option<http::Uri>,
 }
 
 /// Does `p` speak `format` natively? The one place that says which provider types do.
@@ -122,7 +122,7 @@ impl Passthrough {
         let builder = self.request(self.url.clone(), req, body)?;
         let resp = self.up.send(builder).await?;
         if req.stream {
-            let events = sse_events(resp, self.up.timeouts.idle).map(|r| {
+            let events = sse_events(resp.bytes_stream(), self.up.timeouts.idle).map(|r| {
                 r.map(|e| NativeEvent {
                     event: e.event,
                     data: e.data,
@@ -150,10 +150,10 @@ impl Passthrough {
 
     fn request(
         &self,
-        url: reqwest::Url,
+        url: http::Uri,
         req: &NativeRequest,
         body: Vec<u8>,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+    ) -> Result<super::client::RequestBuilder, ProviderError> {
         let mut b = self.up.post_json(url, body);
         match self.format {
             NativeFormat::AnthropicMessages => {

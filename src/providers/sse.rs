@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 
+use super::client::TransportError;
 use super::http::transport_error;
 use super::{Phase, ProviderError};
 
@@ -33,12 +34,17 @@ where
     })
 }
 
-/// The SSE events of an upstream response.
+/// An upstream response body as it arrives (`Response::bytes_stream`, or any byte stream in
+/// tests: the readers below need no HTTP).
+pub trait BodyBytes: Stream<Item = Result<Bytes, TransportError>> + Send + 'static {}
+impl<S: Stream<Item = Result<Bytes, TransportError>> + Send + 'static> BodyBytes for S {}
+
+/// The SSE events of an upstream response body.
 pub fn sse_events(
-    resp: reqwest::Response,
+    body: impl BodyBytes,
     idle: Duration,
 ) -> impl Stream<Item = Result<Event, ProviderError>> + Send + 'static {
-    let events = resp.bytes_stream().eventsource().map(|r| {
+    let events = body.eventsource().map(|r| {
         r.map_err(|e| match e {
             eventsource_stream::EventStreamError::Transport(t) => transport_error(t),
             other => ProviderError::Protocol(other.to_string()),
@@ -47,12 +53,13 @@ pub fn sse_events(
     with_idle_timeout(events, idle)
 }
 
-/// The `data` of each SSE event of an upstream response, as bytes (see `split_sse_data`).
+/// The `data` of each SSE event of an upstream response body, as bytes (see
+/// `split_sse_data`).
 pub fn sse_data(
-    resp: reqwest::Response,
+    body: impl BodyBytes,
     idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
-    let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
+    let bytes = body.map(|r| r.map_err(transport_error));
     with_idle_timeout(split_sse_data(bytes), idle)
 }
 
@@ -202,10 +209,10 @@ fn data_value(line: Bytes) -> Option<Bytes> {
 /// The lines of an NDJSON upstream response (Ollama), one JSON document each, empty lines
 /// skipped. A line split across reads is joined; a last line without `\n` is still yielded.
 pub fn ndjson_lines(
-    resp: reqwest::Response,
+    body: impl BodyBytes,
     idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + 'static {
-    let bytes = resp.bytes_stream().map(|r| r.map_err(transport_error));
+    let bytes = body.map(|r| r.map_err(transport_error));
     with_idle_timeout(split_lines(bytes), idle)
 }
 

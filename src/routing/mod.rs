@@ -318,6 +318,10 @@ pub async fn attempt(
             }
             ChatOutcome::Complete(r)
         }
+        Ok(ChatOutcome::Verbatim(v)) => {
+            state.health.success(provider_id, model).await;
+            ChatOutcome::Verbatim(v)
+        }
         Ok(ChatOutcome::Stream(s)) => {
             let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
             let s = count_unreported_usage(s, counter, effective_context);

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::respond::json_bytes;
 use super::stream::sse_body;
 use crate::api::openai::{ChatRequest, ChatResponse, ModelInfo, ModelList, Usage};
 use crate::config::{ProviderKind, Routed};
@@ -170,6 +171,7 @@ async fn respond(state: &AppState, target: Target, req: ChatRequest) -> AppResul
     } = served;
     let mut resp = match outcome {
         ChatOutcome::Complete(r) => complete_response(state, r, effective_context),
+        ChatOutcome::Verbatim(v) => json_bytes(v.with_effective_context(effective_context)),
         ChatOutcome::Stream(s) => {
             let mut resp = Response::new(Body::from_stream(sse_body(s, effective_context)));
             let h = resp.headers_mut();

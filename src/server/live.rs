@@ -89,8 +89,7 @@ impl Live {
         config.limits.max_connections = running.limits.max_connections;
         check_host_safety(&config.server.host, config.auth.enabled)?;
         log_config_notes(&config);
-        let state = AppState::rebuild(config, &old.state)
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let state = AppState::rebuild(config, &old.state);
         let router = super::router(state.clone());
         self.current.store(Arc::new(Current { state, router }));
         Ok(())

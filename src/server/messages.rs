@@ -79,7 +79,7 @@ pub async fn messages(
         autoselected,
     } = routing::dispatch(&state, target, chat).await?;
     let client_model = req.model;
-    let mut resp = match outcome {
+    let mut resp = match outcome.typed()? {
         ChatOutcome::Complete(mut r) => {
             if r.usage.is_none() {
                 let text: String = r
@@ -101,6 +101,12 @@ pub async fn messages(
             effective_context,
         ))),
         ChatOutcome::Native(NativeOutcome::Complete(bytes)) => json_bytes(bytes),
+        // `typed` turned any verbatim answer into a typed one above.
+        ChatOutcome::Verbatim(_) => {
+            return Err(
+                ProviderError::Protocol("an untyped answer to a Messages request".into()).into(),
+            )
+        }
         ChatOutcome::Native(NativeOutcome::Stream(s)) => sse(Body::from_stream(forwarded(s))),
     };
     served_headers(&mut resp, provider, model, autoselected);

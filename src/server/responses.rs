@@ -74,7 +74,7 @@ pub async fn create(
         effective_context,
         autoselected,
     } = routing::dispatch(&state, target, chat).await?;
-    let mut resp = match (outcome, shape) {
+    let mut resp = match (outcome.typed()?, shape) {
         (ChatOutcome::Native(NativeOutcome::Complete(bytes)), _) => {
             let mut r = (StatusCode::OK, bytes).into_response();
             r.headers_mut().insert(
@@ -113,6 +113,12 @@ pub async fn create(
                 effective_context,
                 store,
             )))
+        }
+        // `typed` turned any verbatim answer into a typed one above.
+        (ChatOutcome::Verbatim(_), _) => {
+            return Err(
+                ProviderError::Protocol("an untyped answer to a Responses request".into()).into(),
+            )
         }
         // A native-only target is always served natively (the router passes it through).
         (ChatOutcome::Complete(_) | ChatOutcome::Stream(_), None) => {

@@ -31,7 +31,7 @@ impl Gateway {
     /// Starts aisbf on the configuration in `dir`.
     pub async fn start(dir: &Path) -> Gateway {
         let config = aisbf::config::load(dir).expect("test config loads");
-        let state = AppState::build(config).expect("state builds");
+        let state = AppState::build(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
