@@ -3,6 +3,9 @@
 //! lines, each read bounded by the idle timeout. Events are yielded as they arrive, never
 //! buffered whole.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,16 +25,62 @@ where
     S: Stream<Item = Result<T, ProviderError>> + Send + 'static,
     T: Send + 'static,
 {
-    let stream = Box::pin(stream);
-    futures::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => Some((Err(ProviderError::Timeout(Phase::Idle)), None)),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => Some((Err(e), None)),
-            Ok(Some(Ok(item))) => Some((Ok(item), Some(stream))),
+    IdleTimeout {
+        inner: Some(Box::pin(stream)),
+        sleep: Box::pin(tokio::time::sleep(idle)),
+        idle,
+        armed: false,
+    }
+}
+
+/// One timer for the whole stream, armed only while the upstream makes the reader wait:
+/// items that are already there (a burst of events read at once) cost no timer work. A
+/// `tokio::time::timeout` per item registered and cancelled a timer for every event
+/// (~14k instructions per 21-event stream, callgrind).
+struct IdleTimeout<S> {
+    /// `None` once the stream has ended (or timed out): nothing follows.
+    inner: Option<Pin<Box<S>>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    idle: Duration,
+    /// Whether `sleep` counts down from the start of the current wait.
+    armed: bool,
+}
+
+impl<S, T> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<T, ProviderError>>,
+{
+    type Item = Result<T, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => {
+                this.armed = false;
+                if !matches!(item, Some(Ok(_))) {
+                    this.inner = None;
+                }
+                Poll::Ready(item)
+            }
+            Poll::Pending => {
+                if !this.armed {
+                    this.armed = true;
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.inner = None;
+                        Poll::Ready(Some(Err(ProviderError::Timeout(Phase::Idle))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
-    })
+    }
 }
 
 /// An upstream response body as it arrives (`Response::bytes_stream`, or any byte stream in
@@ -362,5 +411,20 @@ mod tests {
             items[..],
             [Err(ProviderError::Timeout(Phase::Idle))]
         ));
+    }
+
+    #[tokio::test]
+    async fn steady_items_slower_in_total_than_idle_never_time_out() {
+        // Each gap (15 ms) is under the idle limit (60 ms), the whole stream (150 ms) is
+        // not: the timer must count each wait from its own start.
+        let steady = futures::stream::iter(0..10).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            Ok::<_, ProviderError>(i)
+        });
+        let items: Vec<_> = with_idle_timeout(steady, Duration::from_millis(60))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 10);
+        assert!(items.iter().all(Result::is_ok));
     }
 }

@@ -9,6 +9,7 @@ pub mod native;
 pub mod ratelimit;
 pub mod rotation;
 pub mod shared_state;
+pub mod stream_end;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -324,13 +325,16 @@ pub async fn attempt(
         }
         Ok(ChatOutcome::Stream(s)) => {
             let counter = state.tokens.answer_counter(state.tokens.bpe(model).await);
-            let s = count_unreported_usage(s, counter, effective_context);
-            ChatOutcome::Stream(track_stream(
+            ChatOutcome::Stream(stream_end::on_end(
                 s,
-                state.health.clone(),
-                state.metrics.meter(&state.config, provider_id, model),
-                provider_id.to_string(),
-                model.to_string(),
+                end_of_stream(
+                    counter,
+                    effective_context,
+                    state.health.clone(),
+                    state.metrics.meter(&state.config, provider_id, model),
+                    provider_id.to_string(),
+                    model.to_string(),
+                ),
             ))
         }
         Ok(ChatOutcome::Native(n)) => {
@@ -376,36 +380,6 @@ async fn call(
     }
 }
 
-/// A committed stream's health record and metrics: success (and its usage) at its end, a
-/// failure on an error mid-way. A client that hangs up mid-stream records nothing.
-fn track_stream(
-    stream: ChatStream,
-    health: Arc<health::Health>,
-    meter: StreamMeter,
-    provider: String,
-    model: String,
-) -> ChatStream {
-    futures::stream::unfold(
-        (stream, health, meter, provider, model),
-        |(mut stream, health, meter, provider, model)| async move {
-            let item = stream.next().await?;
-            match &item {
-                Ok(StreamItem::End(end)) => {
-                    health.success(&provider, &model).await;
-                    meter.ended(end.usage.as_ref());
-                }
-                Err(e) => {
-                    health.failure(&provider, &model, e).await;
-                    meter.failed(e);
-                }
-                Ok(StreamItem::Chunk(_)) => {}
-            }
-            Some((item, (stream, health, meter, provider, model)))
-        },
-    )
-    .boxed()
-}
-
 /// What an answer's completion tokens are counted from when its upstream reports none: its
 /// text, reasoning and tool arguments, as for a stream.
 fn answer_text(r: &crate::api::openai::ChatResponse) -> String {
@@ -421,29 +395,44 @@ fn answer_text(r: &crate::api::openai::ChatResponse) -> String {
     text
 }
 
-/// A stream whose upstream reported no usage gets it counted here, as a non-stream answer
-/// does: the prompt as sent, the answer's text with the model's BPE table.
-fn count_unreported_usage(
-    stream: ChatStream,
+/// What a committed stream's last item goes through: a stream whose upstream reported no
+/// usage gets it counted here, as a non-stream answer does (the prompt as sent, the answer's
+/// text with the model's BPE table); then its health record and metrics: success (and its
+/// usage) at its end, a failure on an error mid-way. A client that hangs up mid-stream
+/// records nothing.
+fn end_of_stream(
     counter: crate::context::tokens::AnswerCounter,
     effective_context: u64,
-) -> ChatStream {
-    stream
-        .then(move |item| {
-            let counter = counter.clone();
-            async move {
-                match item {
-                    Ok(StreamItem::End(mut end)) if end.usage.is_none() => {
-                        let text = std::mem::take(&mut end.completion);
-                        let completion = counter.count(text).await;
-                        end.usage = Some(Usage::new(effective_context, completion));
-                        Ok(StreamItem::End(end))
-                    }
-                    other => other,
+    health: Arc<health::Health>,
+    meter: StreamMeter,
+    provider: String,
+    model: String,
+) -> impl FnOnce(stream_end::Item) -> futures::future::BoxFuture<'static, stream_end::Item> + Send {
+    move |item| {
+        Box::pin(async move {
+            let item = match item {
+                Ok(StreamItem::End(mut end)) if end.usage.is_none() => {
+                    let text = std::mem::take(&mut end.completion);
+                    let completion = counter.count(text).await;
+                    end.usage = Some(Usage::new(effective_context, completion));
+                    Ok(StreamItem::End(end))
                 }
+                other => other,
+            };
+            match &item {
+                Ok(StreamItem::End(end)) => {
+                    health.success(&provider, &model).await;
+                    meter.ended(end.usage.as_ref());
+                }
+                Err(e) => {
+                    health.failure(&provider, &model, e).await;
+                    meter.failed(e);
+                }
+                Ok(StreamItem::Chunk(_)) => {}
             }
+            item
         })
-        .boxed()
+    }
 }
 
 /// Waits for the stream's first item: an error or silence before it is still an ordinary
@@ -462,9 +451,7 @@ pub async fn commit_after_first_event(
         Ok(Some(Err(e))) => return Err(e),
         Ok(Some(Ok(item))) => item,
     };
-    Ok(futures::stream::once(async move { Ok(first) })
-        .chain(stream)
-        .boxed())
+    Ok(stream_end::prepend(Ok(first), stream))
 }
 
 #[cfg(test)]
