@@ -3,4 +3,5 @@
 pub mod anthropic;
 pub mod native;
 pub mod openai;
+mod openai_de;
 pub mod responses;

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 pub type Extra = Map<String, Value>;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Deserialized by hand (`openai_de.rs`): every member read once.
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -110,7 +111,8 @@ fn validate_tool(t: &Value) -> Result<(), String> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Deserialized by hand (`openai_de.rs`): every member read once.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Message {
     pub role: String,
     /// Serialized as null when absent: OpenAI accepts `content: null` next to tool calls.
@@ -153,7 +155,8 @@ impl Message {
 }
 
 /// `content` is a string or a list of typed parts (text, image_url, input_audio...).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Deserialized by hand (`openai_de.rs`) rather than untagged (no buffering).
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
