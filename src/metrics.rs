@@ -5,6 +5,7 @@
 //! is bounded by the configuration, whatever clients send. The registry lives in one `Arc`
 //! that a reload hands to the new state, so counters survive it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,18 @@ pub struct Metrics {
     inflight: Gauge,
     /// 1 while the state backend answers (always for `memory`), 0 while Redis is down.
     state_backend_up: Gauge,
+    /// The per provider/model series, resolved once per label pair: a served request then
+    /// looks its pair up once instead of building four label sets (six String allocations,
+    /// four hashes) every time.
+    by_model: parking_lot::RwLock<HashMap<String, HashMap<String, Arc<ModelSeries>>>>,
+}
+
+/// The series of one provider/model label pair (handles share the registry's values).
+struct ModelSeries {
+    ttft: Histogram,
+    prompt: Counter,
+    completion: Counter,
+    effective_context: Counter,
 }
 
 impl Default for Metrics {
@@ -197,6 +210,7 @@ impl Metrics {
             autoselect: Family::default(),
             inflight: Gauge::default(),
             state_backend_up: Gauge::default(),
+            by_model: Default::default(),
             registry: Registry::default(),
         };
         // The counter type adds `_total` to these names.
@@ -327,6 +341,7 @@ impl Metrics {
         waited: Duration,
     ) {
         let (p, m) = provider_model(config, provider, model);
+        let series = self.series(&p, &m);
         let usage = match outcome {
             ChatOutcome::Complete(r) => r.usage.as_ref(),
             ChatOutcome::Verbatim(v) => Some(&v.usage),
@@ -334,16 +349,11 @@ impl Metrics {
             ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Complete(_)) => None,
             ChatOutcome::Stream(_)
             | ChatOutcome::Native(crate::providers::passthrough::NativeOutcome::Stream(_)) => {
-                self.ttft
-                    .get_or_create(&ProviderModel {
-                        provider: p.clone(),
-                        model: m.clone(),
-                    })
-                    .observe(waited.as_secs_f64());
+                series.ttft.observe(waited.as_secs_f64());
                 None
             }
         };
-        self.count_tokens(&p, &m, usage, Some(effective_context));
+        series.count_tokens(usage, Some(effective_context));
         note(|r| {
             r.provider = Some(provider.to_string());
             r.model = Some(model.to_string());
@@ -363,28 +373,45 @@ impl Metrics {
         let (provider, model) = provider_model(config, provider, model);
         StreamMeter {
             metrics: self.clone(),
+            series: self.series(&provider, &model),
             provider,
-            model,
         }
     }
 
-    fn count_tokens(&self, p: &str, m: &str, usage: Option<&Usage>, effective: Option<u64>) {
-        let kinds = [
-            ("prompt", usage.map(|u| u.prompt_tokens)),
-            ("completion", usage.map(|u| u.completion_tokens)),
-            ("effective_context", effective),
-        ];
-        for (kind, n) in kinds {
-            if let Some(n) = n.filter(|n| *n > 0) {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        provider: p.to_string(),
-                        model: m.to_string(),
-                        kind,
-                    })
-                    .inc_by(n);
-            }
+    /// The series of label pair `p`/`m`, created on first use. Label values are config names
+    /// or `other` (see `provider_model`), so the map is bounded by the configuration.
+    fn series(&self, p: &str, m: &str) -> Arc<ModelSeries> {
+        if let Some(s) = self.by_model.read().get(p).and_then(|ms| ms.get(m)) {
+            return s.clone();
         }
+        let token = |kind| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider: p.to_string(),
+                    model: m.to_string(),
+                    kind,
+                })
+                .clone()
+        };
+        let series = Arc::new(ModelSeries {
+            ttft: self
+                .ttft
+                .get_or_create(&ProviderModel {
+                    provider: p.to_string(),
+                    model: m.to_string(),
+                })
+                .clone(),
+            prompt: token("prompt"),
+            completion: token("completion"),
+            effective_context: token("effective_context"),
+        });
+        self.by_model
+            .write()
+            .entry(p.to_string())
+            .or_default()
+            .entry(m.to_string())
+            .or_insert(series)
+            .clone()
     }
 
     /// An upstream call failed before its answer. Until another one serves, the access log
@@ -469,18 +496,33 @@ impl Metrics {
     }
 }
 
+impl ModelSeries {
+    /// Counts only what is known and not zero (a zero would only add a series line).
+    fn count_tokens(&self, usage: Option<&Usage>, effective: Option<u64>) {
+        let kinds = [
+            (&self.prompt, usage.map(|u| u.prompt_tokens)),
+            (&self.completion, usage.map(|u| u.completion_tokens)),
+            (&self.effective_context, effective),
+        ];
+        for (counter, n) in kinds {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                counter.inc_by(n);
+            }
+        }
+    }
+}
+
 /// A committed stream's end, for its tokens and a failure after the 200.
 pub struct StreamMeter {
     metrics: Arc<Metrics>,
+    series: Arc<ModelSeries>,
     provider: String,
-    model: String,
 }
 
 impl StreamMeter {
     pub fn ended(&self, usage: Option<&Usage>) {
         if let Some(u) = usage {
-            self.metrics
-                .count_tokens(&self.provider, &self.model, Some(u), None);
+            self.series.count_tokens(Some(u), None);
             note(|r| r.usage(u));
         }
     }
