@@ -7,6 +7,7 @@ pub mod anthropic;
 pub mod convert;
 pub mod gemini;
 pub mod http;
+pub mod json_scan;
 pub mod kernel;
 pub mod ollama;
 pub mod openai;
