@@ -77,7 +77,8 @@ pub struct StreamEnd {
     /// The upstream's own count, when it sent one.
     pub usage: Option<Usage>,
     /// The answer's text (content, reasoning, tool arguments), for the gateway to count
-    /// when the upstream sent no usage.
+    /// when the upstream sent no usage. Complete only then: a translator may stop
+    /// collecting it once the upstream reported usage (the OpenAI one does).
     pub completion: String,
 }
 
