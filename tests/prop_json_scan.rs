@@ -5,11 +5,13 @@
 //! reading of the same text says (object, non-null `error`/`usage`/`finish_reason`, types).
 //! serde_json refuses lone surrogate escapes, numbers beyond f64 and nesting of 128, which
 //! RFC 8259 allows: there the scanner may say valid (reporting a lone surrogate as such).
+//! The stream scanner (which reads only the strings that changed since a chunk it scanned
+//! in full) says what the scanner says of every chunk of a stream of chunk variants.
 
 use std::collections::HashSet;
 use std::fmt;
 
-use aisbf::providers::json_scan::{scan, Facts, MAX_DEPTH};
+use aisbf::providers::json_scan::{scan, Facts, StreamScanner, MAX_DEPTH};
 use proptest::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -478,6 +480,48 @@ fn soup() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(token, 0..16).prop_map(|t| t.concat().into_bytes())
 }
 
+/// `j` with its string values (not keys) replaced in turn where `new` gives a string.
+fn vary(j: &J, new: &mut impl Iterator<Item = Option<String>>) -> J {
+    match j {
+        J::Str(s) => J::Str(new.next().flatten().unwrap_or_else(|| s.clone())),
+        J::Arr(items) => J::Arr(items.iter().map(|i| vary(i, new)).collect()),
+        J::Obj(ms) => J::Obj(ms.iter().map(|(k, v)| (k.clone(), vary(v, new))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A chunk, then variants of it: some string values changed, now and then a byte too.
+fn stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let variant = (
+        prop::collection::vec(proptest::option::of(string()), 1..8),
+        0u8..6,
+        any::<usize>(),
+        any::<u8>(),
+    );
+    (
+        prop_oneof![3 => chunk(), 1 => tree()],
+        prop::collection::vec(variant, 1..8),
+        prop::sample::select(&["", " ", "\n"][..]),
+    )
+        .prop_map(|(j, variants, ws)| {
+            let text = |j: &J| {
+                let mut s = String::new();
+                render(j, ws, &mut s);
+                s.into_bytes()
+            };
+            let mut out = vec![text(&j)];
+            for (new, how, at, byte) in variants {
+                let mut b = text(&vary(&j, &mut new.into_iter().cycle()));
+                if how == 0 && !b.is_empty() {
+                    let at = at % b.len();
+                    b[at] = byte;
+                }
+                out.push(b);
+            }
+            out
+        })
+}
+
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -510,6 +554,14 @@ proptest! {
     #[test]
     fn json_like_soup(bytes in soup()) {
         agree(&bytes)?;
+    }
+
+    #[test]
+    fn stream_scanner_says_what_scan_says(chunks in stream()) {
+        let mut s = StreamScanner::default();
+        for c in &chunks {
+            prop_assert_eq!(s.scan(c), scan(c), "{}", String::from_utf8_lossy(c));
+        }
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub struct Facts {
 
 /// The facts of `json`, or `None` when it is not one valid JSON text.
 pub fn scan(json: &[u8]) -> Option<Facts> {
+    scan_recording(json, &mut Vec::new())
+}
+
+/// `scan`, also giving the spans of the contents of its string values (not keys), in order.
+fn scan_recording(json: &[u8], strings: &mut Vec<(usize, usize)>) -> Option<Facts> {
     let mut s = Scanner {
         b: json,
         i: 0,
@@ -43,11 +48,98 @@ pub fn scan(json: &[u8]) -> Option<Facts> {
             typed: true,
             ..Facts::default()
         },
+        strings,
     };
     s.ws();
     s.value(Slot::Top, 0)?;
     s.ws();
     (s.i == json.len()).then_some(s.facts)
+}
+
+/// Scans the chunks of one stream. Most differ from the one before only in the text of a
+/// string value or two (`content`, and OpenAI's random `obfuscation` padding): a chunk
+/// that equals the last one scanned in full but in the contents of some string values has
+/// that one's facts (swapping a string token for another changes neither the syntax nor
+/// what is reported), and only those strings are read. Anything else is scanned in full.
+#[derive(Debug, Default)]
+pub struct StreamScanner {
+    /// The last chunk scanned in full that was valid without lone surrogates (when not
+    /// longer than `TEMPLATE_MAX`), its facts, and the spans of its string values.
+    template: Vec<u8>,
+    facts: Facts,
+    strings: Vec<(usize, usize)>,
+    /// The spans of the chunk being scanned in full.
+    scratch: Vec<(usize, usize)>,
+}
+
+/// Longer chunks are scanned in full each time rather than copied.
+const TEMPLATE_MAX: usize = 16 * 1024;
+
+impl StreamScanner {
+    /// What `scan` says of `json`, mostly cheaper.
+    pub fn scan(&mut self, json: &[u8]) -> Option<Facts> {
+        if !self.template.is_empty() {
+            if let Some(lone_surrogate) = self.diff(json) {
+                return Some(Facts {
+                    lone_surrogate,
+                    ..self.facts
+                });
+            }
+        }
+        self.scratch.clear();
+        let facts = scan_recording(json, &mut self.scratch)?;
+        if !facts.lone_surrogate && json.len() <= TEMPLATE_MAX {
+            self.template.clear();
+            self.template.extend_from_slice(json);
+            self.facts = facts;
+            std::mem::swap(&mut self.strings, &mut self.scratch);
+        }
+        Some(facts)
+    }
+
+    /// When `new` is the template with the contents of some string values replaced by
+    /// valid string contents: whether those hold a lone surrogate escape.
+    fn diff(&self, new: &[u8]) -> Option<bool> {
+        let old = &self.template[..];
+        let (mut i, mut j) = (0, 0); // in old, in new: the same up to here
+        let mut lone = false;
+        let mut strings = self.strings.iter();
+        loop {
+            let same = common_prefix(&old[i..], &new[j..]);
+            i += same;
+            j += same;
+            if i == old.len() && j == new.len() {
+                return Some(lone);
+            }
+            // A difference, which must be inside a string value of the template (its
+            // closing quote included): the new string from the same start is read instead.
+            let &(start, end) = strings.find(|&&(_, end)| end >= i)?;
+            if start > i {
+                return None;
+            }
+            let (new_end, _, l) = string_contents(new, j - (i - start))?;
+            lone |= l;
+            (i, j) = (end, new_end);
+        }
+    }
+}
+
+/// How many bytes `a` and `b` share at their start, eight at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut k = 0;
+    while k + 8 <= n {
+        let x = u64::from_le_bytes(a[k..k + 8].try_into().expect("8 bytes"))
+            ^ u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
+        if x != 0 {
+            return k + x.trailing_zeros() as usize / 8;
+        }
+        k += 8;
+    }
+    while k < n && a[k] == b[k] {
+        k += 1;
+    }
+    k
 }
 
 /// Where a value sits, as far as the translator's reading of a chunk goes.
@@ -128,6 +220,8 @@ struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
     facts: Facts,
+    /// The spans of string values' contents.
+    strings: &'a mut Vec<(usize, usize)>,
 }
 
 impl Scanner<'_> {
@@ -183,7 +277,11 @@ impl Scanner<'_> {
                 };
                 self.array(element, depth + 1)
             }
-            b'"' => self.string().map(drop),
+            b'"' => {
+                let (start, _) = self.string()?;
+                self.strings.push((start, self.i - 1));
+                Some(())
+            }
             b'n' => self.literal(b"null"),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -290,66 +388,11 @@ impl Scanner<'_> {
     /// The string at `i` (its opening quote): where its contents start, and whether they
     /// hold an escape. `i` ends past the closing quote.
     fn string(&mut self) -> Option<(usize, bool)> {
-        self.i += 1;
-        let start = self.i;
-        let mut escaped = false;
-        let mut non_ascii = false;
-        loop {
-            let (n, high) = plain_run(&self.b[self.i..]);
-            self.i += n;
-            non_ascii |= high;
-            match self.peek()? {
-                b'"' => break,
-                b'\\' => {
-                    escaped = true;
-                    self.escape()?;
-                }
-                _ => return None, // a control character, which must be escaped
-            }
-        }
-        // Escapes are ASCII, so checking the raw contents at once is the same as checking
-        // the runs between them; an all-ASCII string needs no check at all.
-        if non_ascii && std::str::from_utf8(&self.b[start..self.i]).is_err() {
-            return None;
-        }
-        self.i += 1;
+        let start = self.i + 1;
+        let (end, escaped, lone) = string_contents(self.b, start)?;
+        self.facts.lone_surrogate |= lone;
+        self.i = end + 1;
         Some((start, escaped))
-    }
-
-    /// The escape at `i` (its backslash).
-    fn escape(&mut self) -> Option<()> {
-        match *self.b.get(self.i + 1)? {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
-            b'u' => {
-                let unit = self.hex4(self.i + 2)?;
-                self.i += 6;
-                match unit {
-                    // A leading surrogate is whole only with a trailing one right after it;
-                    // anything else is left for the string loop to read.
-                    0xD800..=0xDBFF => {
-                        if self.b[self.i..].starts_with(b"\\u")
-                            && matches!(self.hex4(self.i + 2), Some(0xDC00..=0xDFFF))
-                        {
-                            self.i += 6;
-                        } else {
-                            self.facts.lone_surrogate = true;
-                        }
-                    }
-                    0xDC00..=0xDFFF => self.facts.lone_surrogate = true,
-                    _ => {}
-                }
-            }
-            _ => return None,
-        }
-        Some(())
-    }
-
-    /// The four hex digits at `at`, as a UTF-16 code unit.
-    fn hex4(&self, at: usize) -> Option<u16> {
-        let digits = self.b.get(at..at + 4)?;
-        digits.iter().try_fold(0u16, |n, &d| {
-            Some(n << 4 | (d as char).to_digit(16)? as u16)
-        })
     }
 
     /// The number at `i` (RFC 8259 §6): whether serde_json reads it as an i64 (an
@@ -394,6 +437,65 @@ impl Scanner<'_> {
         self.digits();
         self.i > start
     }
+}
+
+/// The contents of a string starting at `start` (past its opening quote): where its
+/// closing quote is, whether it holds an escape, and whether a lone surrogate escape.
+fn string_contents(b: &[u8], start: usize) -> Option<(usize, bool, bool)> {
+    let mut i = start;
+    let (mut escaped, mut lone, mut non_ascii) = (false, false, false);
+    loop {
+        let (n, high) = plain_run(b.get(i..)?);
+        i += n;
+        non_ascii |= high;
+        match *b.get(i)? {
+            b'"' => break,
+            b'\\' => {
+                escaped = true;
+                let (len, l) = escape(b, i)?;
+                i += len;
+                lone |= l;
+            }
+            _ => return None, // a control character, which must be escaped
+        }
+    }
+    // Escapes are ASCII, so checking the raw contents at once is the same as checking the
+    // runs between them; an all-ASCII string needs no check at all.
+    if non_ascii && std::str::from_utf8(&b[start..i]).is_err() {
+        return None;
+    }
+    Some((i, escaped, lone))
+}
+
+/// The escape at `at` (its backslash): its length, and whether it is a lone surrogate.
+fn escape(b: &[u8], at: usize) -> Option<(usize, bool)> {
+    match *b.get(at + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some((2, false)),
+        b'u' => match hex4(b, at + 2)? {
+            // A leading surrogate is whole only with a trailing one right after it;
+            // anything else is left for the string loop to read.
+            0xD800..=0xDBFF => {
+                if b[at + 6..].starts_with(b"\\u")
+                    && matches!(hex4(b, at + 8), Some(0xDC00..=0xDFFF))
+                {
+                    Some((12, false))
+                } else {
+                    Some((6, true))
+                }
+            }
+            0xDC00..=0xDFFF => Some((6, true)),
+            _ => Some((6, false)),
+        },
+        _ => None,
+    }
+}
+
+/// The four hex digits at `at`, as a UTF-16 code unit.
+fn hex4(b: &[u8], at: usize) -> Option<u16> {
+    let digits = b.get(at..at + 4)?;
+    digits.iter().try_fold(0u16, |n, &d| {
+        Some(n << 4 | (d as char).to_digit(16)? as u16)
+    })
 }
 
 /// How many bytes at the start of `s` may stand in a string as they are (not `"`, `\` or
@@ -667,5 +769,71 @@ mod tests {
         invalid(objects(MAX_DEPTH + 1).as_bytes());
         // Far deeper: refused without exhausting the stack.
         invalid(nested(1_000_000).as_bytes());
+    }
+
+    #[test]
+    fn stream_scanner_reads_only_changed_strings_and_says_what_scan_says() {
+        let base = r#"{"id":"c1","obfuscation":"abc","choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let with = |from: &str, to: &[u8]| -> Vec<u8> {
+            let at = base.find(from).unwrap();
+            [
+                &base.as_bytes()[..at],
+                to,
+                &base.as_bytes()[at + from.len()..],
+            ]
+            .concat()
+        };
+        let cases = [
+            // Other string values: the template's facts, read from the new strings only.
+            with(
+                "hi",
+                &[&br#"h\u00e9llo \"you\" \ud83d\ude00 "#[..], b"caf\xc3\xa9"].concat(),
+            ),
+            with("abc", b"abcdefghijklmnopqrstuvwxyz"),
+            with("\"hi\"", b"\"\""),
+            with("hi", br"\ud800"),
+            with("hi", br"\udc00x"),
+            // Broken strings.
+            with("hi", br"\u12"),
+            with("hi", br"a\x"),
+            with("hi", b"a\x01b"),
+            with("hi", b"h\xff"),
+            with("hi\"}", b"hi"),
+            with("\"hi\"", b"\"h"),
+            // Text that ends the string early and goes on as JSON is not a string.
+            with(
+                "hi",
+                br#"x"}}],"usage":{"total_tokens":1},"choices":[{"delta":{"content":"y"#,
+            ),
+            with("\"hi\"", br#""x"],"usage":{},"z":["y""#),
+            // Anything else that differs: a key, a value of another type, the end.
+            with("content", b"contenu"),
+            with("\"hi\"", b"5"),
+            with("null", b"\"stop\""),
+            with("}]}", b"}]} "),
+            with("}]}", b"}]"),
+            with("\"c1\"", b"\"c1\"\"c2\""),
+            with("\"id\"", br#""i\u0064""#),
+            base.as_bytes().to_vec(),
+        ];
+        for json in &cases {
+            let mut s = StreamScanner::default();
+            assert_eq!(s.scan(base.as_bytes()), scan(base.as_bytes()));
+            assert_eq!(
+                s.scan(json),
+                scan(json),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        assert!(scan(&cases[0]).is_some());
+        assert!(scan(&cases[3]).unwrap().lone_surrogate);
+        assert!(scan(&cases[11]).unwrap().usage);
+        // A lone surrogate never becomes the template; an invalid chunk leaves it as it was.
+        let mut s = StreamScanner::default();
+        s.scan(base.as_bytes());
+        assert_eq!(s.scan(b"{not json"), None);
+        s.scan(&cases[3]);
+        assert_eq!(s.template, base.as_bytes());
     }
 }

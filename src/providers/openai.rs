@@ -207,6 +207,7 @@ struct StreamTranslator {
     kept: Vec<u8>,
     /// The upstream reported usage: the answer's text is no longer needed.
     usage_seen: bool,
+    scanner: json_scan::StreamScanner,
 }
 
 /// Past this many kept bytes, their text is read into the answer (memory stays bounded).
@@ -253,7 +254,7 @@ impl StreamTranslator {
             self.recover_text(out);
             return Ok(Flow::Done);
         }
-        if out.is_started() && json_scan::scan(data).is_some_and(is_plain) {
+        if out.is_started() && self.scanner.scan(data).is_some_and(is_plain) {
             let chunk = match event {
                 Some(e) => e.slice_ref(data),
                 None => Bytes::copy_from_slice(data),
