@@ -8,8 +8,9 @@
 //! `MAX_DEPTH` deep. The recursion is bounded by that depth, so hostile input cannot
 //! overflow the stack.
 
-/// How deep arrays and objects may nest (the top-level value counts as 1): serde_json's
-/// own limit is about the same, and real chunks nest 6 deep.
+/// How deep arrays and objects may nest (the top-level value counts as 1). serde_json
+/// stops one level short of this (it refuses 128), which only sends such a chunk down the
+/// translator's full parse; real chunks nest 6 deep.
 pub const MAX_DEPTH: usize = 128;
 
 /// What `scan` learned of one valid JSON text.
