@@ -27,6 +27,19 @@ pub trait StreamTranslator: Send + 'static {
     /// One native event (an SSE `data:` payload, or one NDJSON line), never empty.
     fn on_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError>;
 
+    /// `on_event` for an event the driver holds as `Bytes`: `data` is a slice of `event`.
+    /// A translator that forwards events as they are overrides it to forward a slice of
+    /// `event` (`Bytes::slice_ref`) instead of a copy.
+    fn on_shared_event(
+        &mut self,
+        event: &Bytes,
+        data: &[u8],
+        out: &mut ChunkWriter,
+    ) -> Result<Flow, ProviderError> {
+        let _ = event;
+        self.on_event(data, out)
+    }
+
     /// The upstream closed its stream. Complete when the answer reached its finish chunk;
     /// anything else is a truncated answer.
     fn finish(&mut self, out: &mut ChunkWriter) -> Result<(), ProviderError> {
@@ -39,6 +52,24 @@ pub trait StreamTranslator: Send + 'static {
         }
     }
 }
+
+/// One upstream event as `drive` gets it: its bytes, and the `Bytes` holding them when it
+/// is one (so a translator can forward a slice of it without copying).
+pub trait Event: AsRef<[u8]> + Send + 'static {
+    fn as_shared(&self) -> Option<&Bytes> {
+        None
+    }
+}
+
+impl Event for Bytes {
+    fn as_shared(&self) -> Option<&Bytes> {
+        Some(self)
+    }
+}
+
+impl Event for String {}
+
+impl Event for Vec<u8> {}
 
 /// Canonical chunks of one answer, as JSON ready to send.
 #[derive(Debug)]
@@ -230,6 +261,12 @@ impl ChunkWriter {
         self.pending.push_back(chunk);
     }
 
+    /// Answer text of chunks already forwarded with an empty `answer_text`, added later
+    /// (in the order the chunks went) by a translator that reads it only when needed.
+    pub fn answer_text(&mut self, text: &str) {
+        self.completion.push_str(text);
+    }
+
     pub fn pop(&mut self) -> Option<Bytes> {
         self.pending.pop_front()
     }
@@ -269,7 +306,7 @@ impl ChunkWriter {
 pub fn drive<S, E, T>(events: S, translator: T, writer: ChunkWriter) -> ChatStream
 where
     S: Stream<Item = Result<E, ProviderError>> + Send + 'static,
-    E: AsRef<[u8]> + Send + 'static,
+    E: Event,
     T: StreamTranslator,
 {
     struct State<S, T> {
@@ -306,7 +343,10 @@ where
                     if data.is_empty() {
                         continue;
                     }
-                    s.tr.on_event(data, &mut s.w)
+                    match ev.as_shared() {
+                        Some(event) => s.tr.on_shared_event(event, data, &mut s.w),
+                        None => s.tr.on_event(data, &mut s.w),
+                    }
                 }
             };
             match step {

@@ -9,6 +9,7 @@ pub mod completion;
 pub mod convert;
 pub mod gemini;
 pub mod http;
+pub mod json_scan;
 pub mod kernel;
 pub mod ollama;
 pub mod openai;
@@ -94,7 +95,8 @@ pub struct StreamEnd {
     /// The upstream's own count, when it sent one.
     pub usage: Option<Usage>,
     /// The answer's text (content, reasoning, tool arguments), for the gateway to count
-    /// when the upstream sent no usage.
+    /// when the upstream sent no usage. Complete only then: a translator may stop
+    /// collecting it once the upstream reported usage (the OpenAI one does).
     pub completion: String,
 }
 

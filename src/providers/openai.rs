@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::completion::Verbatim;
 use super::http::{error_fields, Upstream};
+use super::json_scan;
 use super::kernel::{self, ChunkWriter, Flow};
 use super::sse::sse_data;
 use super::{ChatOutcome, ChatStream, Provider, ProviderError};
@@ -196,18 +197,126 @@ impl DeltaHead<'_> {
 /// OpenAI chunks in, the same chunks out: the translator only reads what the gateway needs
 /// (id, usage, finish, the answer's text) and holds back the upstream's usage chunk, since
 /// the gateway sends its own (with `effective_context`) at the end.
+///
+/// Most chunks are plain content deltas: after the first chunk (which gives the answer its
+/// id, model and time), a chunk that `json_scan` finds to be a JSON object with no error,
+/// usage or finish, whose members the full parse reads all have the right types, is
+/// forwarded without that parse; it would have been forwarded unchanged anyway. Its text
+/// only matters when the upstream never reports usage, so the plain chunks are kept until a
+/// usage report comes (then dropped) and their text is read from them at the end.
 #[derive(Default)]
 struct StreamTranslator {
     finished: bool,
     /// The current event's answer text; one buffer for the whole stream.
     text: String,
+    /// Chunks forwarded whose text is not yet in the answer, in order, each followed by a
+    /// 0 byte (which never occurs in valid JSON text).
+    kept: Vec<u8>,
+    /// The upstream reported usage: the answer's text is no longer needed.
+    usage_seen: bool,
+    scanner: json_scan::StreamScanner,
 }
+
+/// Past this many kept bytes, their text is read into the answer (memory stays bounded).
+const KEPT_MAX: usize = 256 * 1024;
+
+/// Separates kept chunks: a 0 byte is invalid anywhere in JSON text.
+const KEPT_END: u8 = 0;
 
 impl kernel::StreamTranslator for StreamTranslator {
     fn on_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError> {
+        self.event(data, None, out)
+    }
+
+    fn on_shared_event(
+        &mut self,
+        event: &Bytes,
+        data: &[u8],
+        out: &mut ChunkWriter,
+    ) -> Result<Flow, ProviderError> {
+        self.event(data, Some(event), out)
+    }
+
+    fn finish(&mut self, out: &mut ChunkWriter) -> Result<(), ProviderError> {
+        self.recover_text(out);
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ProviderError::Protocol(
+                "upstream stream ended before the answer was complete".into(),
+            ))
+        }
+    }
+}
+
+impl StreamTranslator {
+    /// One event; `event`, when given, holds `data` (forwarded as a slice of it).
+    fn event(
+        &mut self,
+        data: &[u8],
+        event: Option<&Bytes>,
+        out: &mut ChunkWriter,
+    ) -> Result<Flow, ProviderError> {
         if data == b"[DONE]" {
+            self.recover_text(out);
             return Ok(Flow::Done);
         }
+        if out.is_started() && self.scanner.scan(data).is_some_and(is_plain) {
+            let chunk = match event {
+                Some(e) => e.slice_ref(data),
+                None => Bytes::copy_from_slice(data),
+            };
+            self.keep(data, out);
+            out.verbatim(chunk, "");
+            return Ok(Flow::More);
+        }
+        self.parse_event(data, out)
+    }
+
+    /// Keeps a forwarded chunk whose text is not in the answer yet (unless usage came).
+    fn keep(&mut self, data: &[u8], out: &mut ChunkWriter) {
+        if self.usage_seen {
+            return;
+        }
+        self.kept.extend_from_slice(data);
+        self.kept.push(KEPT_END);
+        if self.kept.len() > KEPT_MAX {
+            self.recover_text(out);
+        }
+    }
+
+    /// The text of the kept chunks into the answer, in order; nothing is kept after.
+    fn recover_text(&mut self, out: &mut ChunkWriter) {
+        if self.kept.is_empty() {
+            return;
+        }
+        self.text.clear();
+        for chunk in self
+            .kept
+            .split(|&b| b == KEPT_END)
+            .filter(|c| !c.is_empty())
+        {
+            // A kept chunk passed the scan that guarantees this parse succeeds.
+            let head = serde_json::from_slice::<ChunkHead>(chunk);
+            debug_assert!(
+                head.is_ok(),
+                "a kept chunk parses: {:?}",
+                head.as_ref().err()
+            );
+            for d in head
+                .iter()
+                .flat_map(|h| &h.choices)
+                .filter_map(|c| c.delta.as_ref())
+            {
+                d.text_into(&mut self.text);
+            }
+        }
+        self.kept.clear();
+        out.answer_text(&self.text);
+    }
+
+    /// The full reading of a chunk: every chunk that is not plain (or comes first).
+    fn parse_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError> {
         let head: ChunkHead = serde_json::from_slice(data)
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
         if let Some(err) = head.error {
@@ -236,10 +345,18 @@ impl kernel::StreamTranslator for StreamTranslator {
             }
         }
         let Some(usage) = head.usage else {
-            out.verbatim(Bytes::copy_from_slice(data), text);
+            // Text after kept chunks waits behind them, to keep the answer in order.
+            if !self.kept.is_empty() && !self.text.is_empty() {
+                self.keep(data, out);
+                out.verbatim(Bytes::copy_from_slice(data), "");
+            } else {
+                out.verbatim(Bytes::copy_from_slice(data), &self.text);
+            }
             return Ok(Flow::More);
         };
         out.usage(usage);
+        self.usage_seen = true;
+        self.kept = Vec::new();
         if head.choices.is_empty() {
             return Ok(Flow::More);
         }
@@ -251,20 +368,15 @@ impl kernel::StreamTranslator for StreamTranslator {
         }
         out.verbatim(
             Bytes::from(serde_json::to_vec(&v).expect("a JSON value serializes")),
-            text,
+            &self.text,
         );
         Ok(Flow::More)
     }
+}
 
-    fn finish(&mut self, _out: &mut ChunkWriter) -> Result<(), ProviderError> {
-        if self.finished {
-            Ok(())
-        } else {
-            Err(ProviderError::Protocol(
-                "upstream stream ended before the answer was complete".into(),
-            ))
-        }
-    }
+/// A chunk forwarded without the full parse: see `StreamTranslator`.
+fn is_plain(f: json_scan::Facts) -> bool {
+    f.object && f.typed && !f.error && !f.usage && !f.finish && !f.lone_surrogate
 }
 
 fn translate_stream(
@@ -278,57 +390,5 @@ fn translate_stream(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(json: &str) -> ChatRequest {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn outgoing_keeps_every_field_and_replaces_model() {
-        let req = request(
-            r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"user":"u1","seed":7}"#,
-        );
-        let out: Value = serde_json::from_slice(&outgoing_body(&req, "gpt-4o")).unwrap();
-        assert_eq!(out["model"], "gpt-4o");
-        assert_eq!(out["temperature"], 0.2);
-        assert_eq!(out["seed"], 7);
-        assert_eq!(out["user"], "u1");
-        assert_eq!(out["tools"][0]["function"]["name"], "f");
-        assert!(out.get("stream").is_none());
-        assert!(out.get("stream_options").is_none());
-    }
-
-    #[test]
-    fn streams_ask_for_usage_keeping_client_options() {
-        let req = request(
-            r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}"#,
-        );
-        let out: Value = serde_json::from_slice(&outgoing_body(&req, "m")).unwrap();
-        assert_eq!(out["stream"], true);
-        assert_eq!(out["stream_options"]["include_usage"], true);
-        assert_eq!(out["stream_options"]["include_obfuscation"], false);
-    }
-
-    #[test]
-    fn usage_chunk_is_held_back_and_other_chunks_pass_verbatim() {
-        use kernel::StreamTranslator as _;
-        let mut s = StreamTranslator::default();
-        let mut w = ChunkWriter::new("", "", 0);
-        let first = r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"usage":null}"#;
-        assert_eq!(s.on_event(first.as_bytes(), &mut w).unwrap(), Flow::More);
-        assert_eq!(w.pop().unwrap(), Bytes::from(first));
-        let usage = r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        s.on_event(usage.as_bytes(), &mut w).unwrap();
-        assert!(w.pop().is_none());
-        assert_eq!(s.on_event(b"[DONE]", &mut w).unwrap(), Flow::Done);
-        assert!(s.on_event(b"{not json", &mut w).is_err());
-        let end = w.end();
-        assert_eq!(end.usage.as_ref().unwrap().total_tokens, 4);
-        assert_eq!(
-            (end.id.as_str(), end.created, end.completion.as_str()),
-            ("c1", 5, "hi")
-        );
-    }
-}
+#[path = "tests/openai.rs"]
+mod tests;
