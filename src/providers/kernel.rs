@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::{ChatStream, ProviderError, StreamEnd, StreamItem};
 use crate::api::openai::{ChatChunk, Delta, FunctionDelta, ToolCallDelta, Usage};
@@ -309,33 +309,54 @@ where
     E: Event,
     T: StreamTranslator,
 {
-    struct State<S, T> {
-        events: std::pin::Pin<Box<S>>,
-        tr: T,
-        w: ChunkWriter,
-        /// What follows the pending chunks once the answer is over: its end or an error.
-        tail: Option<Result<StreamItem, ProviderError>>,
-        over: bool,
-    }
-    let state = State {
+    Box::pin(Driver {
         events: Box::pin(events),
         tr: translator,
         w: writer,
         tail: None,
         over: false,
-    };
-    futures::stream::unfold(state, |mut s| async move {
+    })
+}
+
+/// The state of `drive`, polled by hand: an `unfold` moved it (the writer included) into a
+/// new future and back for every chunk.
+struct Driver<S, T> {
+    events: std::pin::Pin<Box<S>>,
+    tr: T,
+    w: ChunkWriter,
+    /// What follows the pending chunks once the answer is over: its end or an error.
+    tail: Option<Result<StreamItem, ProviderError>>,
+    over: bool,
+}
+
+// Every field is either Unpin or boxed.
+impl<S, T> Unpin for Driver<S, T> {}
+
+impl<S, E, T> Stream for Driver<S, T>
+where
+    S: Stream<Item = Result<E, ProviderError>>,
+    E: Event,
+    T: StreamTranslator,
+{
+    type Item = Result<StreamItem, ProviderError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let s = &mut *self;
         loop {
             if let Some(chunk) = s.w.pop() {
-                return Some((Ok(StreamItem::Chunk(chunk)), s));
+                return Poll::Ready(Some(Ok(StreamItem::Chunk(chunk))));
             }
             if let Some(tail) = s.tail.take() {
-                return Some((tail, s));
+                return Poll::Ready(Some(tail));
             }
             if s.over {
-                return None;
+                return Poll::Ready(None);
             }
-            let step = match s.events.next().await {
+            let step = match std::task::ready!(s.events.as_mut().poll_next(cx)) {
                 None => s.tr.finish(&mut s.w).map(|()| Flow::Done),
                 Some(Err(e)) => Err(e),
                 Some(Ok(ev)) => {
@@ -361,8 +382,7 @@ where
                 }
             }
         }
-    })
-    .boxed()
+    }
 }
 
 /// Parses one native event into its typed shape.
@@ -407,6 +427,7 @@ impl<T: StreamTranslator> Harness<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use serde_json::Value;
 
     fn json(b: Bytes) -> Value {

@@ -2,9 +2,11 @@
 //! usage chunk with `effective_context`, then `[DONE]`; a failure mid-way is one error event.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 
 use super::error::{error_json, provider_error_parts};
 use crate::api::openai::{unix_now, Usage};
@@ -99,20 +101,43 @@ pub fn sse_body(
     stream: ChatStream,
     effective_context: u64,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    futures::stream::unfold((stream, false), move |(mut stream, done)| async move {
-        if done {
-            return None;
+    SseBody {
+        stream,
+        effective_context,
+        done: false,
+    }
+}
+
+/// The state of `sse_body`, polled by hand (an `unfold` built a future per write).
+struct SseBody {
+    stream: ChatStream,
+    effective_context: u64,
+    done: bool,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
         }
+        let first = std::task::ready!(this.stream.poll_next_unpin(cx));
         let mut out = BytesMut::new();
-        let mut done = client_bytes(stream.next().await, effective_context, &mut out);
-        while !done && out.len() < COALESCE_BYTES {
-            match stream.next().now_or_never() {
-                Some(item) => done = client_bytes(item, effective_context, &mut out),
-                None => break,
+        this.done = client_bytes(first, this.effective_context, &mut out);
+        // Whatever else is ready joins this write; the first item that is not ready ends it
+        // (its waker is registered, so the next write follows as soon as it is).
+        while !this.done && out.len() < COALESCE_BYTES {
+            match this.stream.poll_next_unpin(cx) {
+                Poll::Ready(item) => {
+                    this.done = client_bytes(item, this.effective_context, &mut out)
+                }
+                Poll::Pending => break,
             }
         }
-        Some((Ok(out.freeze()), (stream, done)))
-    })
+        Poll::Ready(Some(Ok(out.freeze())))
+    }
 }
 
 #[cfg(test)]
