@@ -131,7 +131,7 @@ fn int(n: &Node) -> bool {
     matches!(n, Node::Null | Node::Int)
 }
 fn choices(n: &Node) -> bool {
-    matches!(n, Node::Arr(cs) if cs.iter().all(|c| members(c, &[("delta", delta), ("finish_reason", anything)])))
+    matches!(n, Node::Arr(cs) if cs.iter().all(|c| members(c, &[("delta", delta), ("finish_reason", text)])))
 }
 fn delta(n: &Node) -> bool {
     matches!(n, Node::Null)

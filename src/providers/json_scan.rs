@@ -28,8 +28,8 @@ pub struct Facts {
     /// text, but serde_json refuses to decode such a string into a Rust `String`.
     pub lone_surrogate: bool,
     /// Every member the OpenAI translator reads has the type it reads it as (`id`, `model`,
-    /// `choices[i].delta.content`, `.reasoning_content`, `.tool_calls[j].function.arguments`
-    /// a string or null, `created` null or an i64, `choices` an array of objects…), none
+    /// `choices[i].finish_reason`, `choices[i].delta.content`, `.reasoning_content`,
+    /// `.tool_calls[j].function.arguments` a string or null, `created` null or an i64, `choices` an array of objects…), none
     /// appears twice in one object, and no key of those objects is spelled with an escape.
     /// When false a typed serde parse of the chunk may fail where this scan passed.
     pub typed: bool,
@@ -169,6 +169,7 @@ enum Slot {
     /// The members whose non-null presence is reported (any value).
     Usage,
     Error,
+    /// `finish_reason`: reported when not null, and read as a string or null.
     Finish,
 }
 
@@ -207,7 +208,8 @@ fn member(obj: Obj, key: &[u8]) -> Option<(u8, Slot)> {
 /// (a number at `Int` is checked further).
 fn fits(slot: Slot, c: u8) -> bool {
     match slot {
-        Slot::Any | Slot::Usage | Slot::Error | Slot::Finish => true,
+        Slot::Any | Slot::Usage | Slot::Error => true,
+        Slot::Finish => c == b'"' || c == b'n',
         Slot::Top | Slot::Choice | Slot::Tool => c == b'{',
         Slot::Delta | Slot::Function => c == b'{' || c == b'n',
         Slot::Choices => c == b'[',
@@ -633,6 +635,8 @@ mod tests {
             r#"{"id":"a","id":"b"}"#,
             r#"{"usage":null,"usage":null}"#,
             r#"{"choices":[{"delta":null,"delta":null}]}"#,
+            r#"{"choices":[{"finish_reason":1}]}"#,
+            r#"{"choices":[{"finish_reason":{}}]}"#,
             r#"{"i\u0064":"a"}"#,
         ] {
             assert!(!facts(json).typed, "{json}");

@@ -198,12 +198,13 @@ impl DeltaHead<'_> {
 /// (id, usage, finish, the answer's text) and holds back the upstream's usage chunk, since
 /// the gateway sends its own (with `effective_context`) at the end.
 ///
-/// Most chunks are plain content deltas: after the first chunk (which gives the answer its
-/// id, model and time), a chunk that `json_scan` finds to be a JSON object with no error,
-/// usage or finish, whose members the full parse reads all have the right types, is
-/// forwarded without that parse; it would have been forwarded unchanged anyway. Its text
-/// only matters when the upstream never reports usage, so the plain chunks are kept until a
-/// usage report comes (then dropped) and their text is read from them at the end.
+/// Most chunks are plain content deltas or the finish chunk: after the first chunk (which
+/// gives the answer its id, model and time), a chunk that `json_scan` finds to be a JSON
+/// object with no error or usage, whose members the full parse reads all have the right
+/// types, is forwarded without that parse (the scan says whether it finishes the answer); it
+/// would have been forwarded unchanged anyway. Its text only matters when the upstream never
+/// reports usage, so the plain chunks are kept until a usage report comes (then dropped) and
+/// their text is read from them at the end.
 #[derive(Default)]
 struct StreamTranslator {
     finished: bool,
@@ -261,7 +262,14 @@ impl StreamTranslator {
             self.recover_text(out);
             return Ok(Flow::Done);
         }
-        if out.is_started() && self.scanner.scan(data).is_some_and(is_plain) {
+        let facts = if out.is_started() {
+            self.scanner.scan(data).filter(|f| forwardable(*f))
+        } else {
+            None
+        };
+        if let Some(facts) = facts {
+            // The full parse would set this from the same `finish_reason` members.
+            self.finished |= facts.finish;
             let chunk = match event {
                 Some(e) => e.slice_ref(data),
                 None => Bytes::copy_from_slice(data),
@@ -315,7 +323,7 @@ impl StreamTranslator {
         out.answer_text(&self.text);
     }
 
-    /// The full reading of a chunk: every chunk that is not plain (or comes first).
+    /// The full reading of a chunk: the first, and every chunk that is not plain.
     fn parse_event(&mut self, data: &[u8], out: &mut ChunkWriter) -> Result<Flow, ProviderError> {
         let head: ChunkHead = serde_json::from_slice(data)
             .map_err(|e| ProviderError::Protocol(format!("stream chunk is not JSON: {e}")))?;
@@ -374,9 +382,10 @@ impl StreamTranslator {
     }
 }
 
-/// A chunk forwarded without the full parse: see `StreamTranslator`.
-fn is_plain(f: json_scan::Facts) -> bool {
-    f.object && f.typed && !f.error && !f.usage && !f.finish && !f.lone_surrogate
+/// A chunk forwarded without the full parse (see `StreamTranslator`): a content delta, or
+/// the finish chunk (whose `finish_reason` the scan reports).
+fn forwardable(f: json_scan::Facts) -> bool {
+    f.object && f.typed && !f.error && !f.usage && !f.lone_surrogate
 }
 
 fn translate_stream(

@@ -316,7 +316,9 @@ fn upstream_event() -> impl Strategy<Value = String> {
         Just("{}".to_string()),
         Just("null".to_string()),
     ];
-    let finish = prop_oneof![4 => Just("null"), 1 => Just(r#""stop""#)];
+    // Now and then a finish_reason the full parse refuses (not a string).
+    let finish = prop_oneof![8 => Just("null"), 2 => Just(r#""stop""#), 1 => Just("1"),
+        1 => Just("{}"), 1 => Just("[\"stop\"]")];
     let tail = prop_oneof![
         Just(""),
         Just(r#","usage":null"#),
