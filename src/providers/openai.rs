@@ -221,6 +221,9 @@ struct StreamTranslator {
 /// Past this many kept bytes, their text is read into the answer (memory stays bounded).
 const KEPT_MAX: usize = 256 * 1024;
 
+/// The kept buffer's first allocation.
+const KEPT_START: usize = 8 * 1024;
+
 /// Separates kept chunks: a 0 byte is invalid anywhere in JSON text.
 const KEPT_END: u8 = 0;
 
@@ -285,6 +288,10 @@ impl StreamTranslator {
     fn keep(&mut self, data: &[u8], out: &mut ChunkWriter) {
         if self.usage_seen {
             return;
+        }
+        if self.kept.capacity() == 0 {
+            // A typical answer's chunks, without a reallocation per doubling.
+            self.kept.reserve(KEPT_START);
         }
         self.kept.extend_from_slice(data);
         self.kept.push(KEPT_END);

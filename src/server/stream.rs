@@ -66,6 +66,9 @@ fn usage_event(end: StreamEnd, effective_context: u64, out: &mut BytesMut) {
 /// delivers a burst then costs one syscall, not one per event, and nothing waits for more.
 const COALESCE_BYTES: usize = 16 * 1024;
 
+/// A write buffer's first allocation.
+const WRITE_START: usize = 8 * 1024;
+
 /// What one upstream item becomes for the client, and whether the stream is over.
 fn client_bytes(
     item: Option<Result<StreamItem, ProviderError>>,
@@ -124,7 +127,9 @@ impl Stream for SseBody {
             return Poll::Ready(None);
         }
         let first = std::task::ready!(this.stream.poll_next_unpin(cx));
-        let mut out = BytesMut::new();
+        // Room for a burst of events without a reallocation per doubling; the buffer lives
+        // only until hyper has written it.
+        let mut out = BytesMut::with_capacity(WRITE_START);
         this.done = client_bytes(first, this.effective_context, &mut out);
         // Whatever else is ready joins this write; the first item that is not ready ends it
         // (its waker is registered, so the next write follows as soon as it is).
