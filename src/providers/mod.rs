@@ -10,6 +10,7 @@ pub mod convert;
 pub mod gemini;
 pub mod http;
 pub mod json_scan;
+pub mod json_walk;
 pub mod kernel;
 pub mod ollama;
 pub mod openai;
