@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod client;
 pub mod completion;
+pub mod completion_scan;
 pub mod convert;
 pub mod gemini;
 pub mod http;
