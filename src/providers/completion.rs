@@ -7,13 +7,9 @@
 //! Chat Completions client gets it byte for byte with `"effective_context":N` spliced in as
 //! the first member of `usage`. Anything else takes the typed path, which fills the gaps.
 
-use std::borrow::Cow;
-
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 
-use super::ProviderError;
+use super::{completion_scan, ProviderError};
 use crate::api::openai::{ChatResponse, Usage};
 
 /// A schema-complete answer with its own usage, as the upstream sent it.
@@ -31,31 +27,17 @@ impl Verbatim {
     /// `body` as a verbatim answer, or `None` when it lacks a field the schema requires, has
     /// no usage, or is not a `chat.completion` at all (the typed path then decides).
     pub fn check(body: Bytes) -> Option<Verbatim> {
-        let head: Head = serde_json::from_slice(&body).ok()?;
-        if head.object != "chat.completion" || head.choices.is_empty() {
-            return None;
-        }
-        let raw = head.usage?.get();
-        // Another gateway's answer may already say effective_context: ours replaces it, and
-        // a second key in one object is not something to send. The typed path rewrites it.
-        if raw.contains("effective_context") {
-            return None;
-        }
-        let counts: UsageCounts = serde_json::from_str(raw).ok()?;
-        // The raw value is a slice of `body`: its offset is where the object starts.
-        let usage_at = raw.as_ptr() as usize - body.as_ptr() as usize;
-        let usage_empty = raw[1..].trim_start().starts_with('}');
-        let usage = Usage {
-            prompt_tokens: counts.prompt_tokens,
-            completion_tokens: counts.completion_tokens,
-            total_tokens: counts.total_tokens,
-            ..Usage::default()
-        };
+        let found = completion_scan::scan(&body)?;
         Some(Verbatim {
             body,
-            usage_at,
-            usage_empty,
-            usage,
+            usage_at: found.usage_at,
+            usage_empty: found.usage_empty,
+            usage: Usage {
+                prompt_tokens: found.prompt_tokens,
+                completion_tokens: found.completion_tokens,
+                total_tokens: found.total_tokens,
+                ..Usage::default()
+            },
         })
     }
 
@@ -79,83 +61,6 @@ impl Verbatim {
         serde_json::from_slice(&self.body)
             .map_err(|e| ProviderError::Protocol(format!("chat completion: {e}")))
     }
-}
-
-/// What the schema requires of a `chat.completion`, checked without keeping anything but
-/// the usage: a missing required field fails the parse (no `default`), so the answer takes
-/// the typed path.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow, rename = "id")]
-    _id: Cow<'a, str>,
-    #[serde(borrow)]
-    object: Cow<'a, str>,
-    #[serde(rename = "created")]
-    _created: i64,
-    #[serde(borrow, rename = "model")]
-    _model: Cow<'a, str>,
-    #[serde(borrow)]
-    choices: Vec<ChoiceHead<'a>>,
-    #[serde(borrow, default)]
-    usage: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceHead<'a> {
-    #[serde(rename = "index")]
-    _index: u32,
-    #[serde(borrow, rename = "message")]
-    _message: MessageHead<'a>,
-    #[serde(borrow, rename = "finish_reason", deserialize_with = "present")]
-    _finish_reason: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "logprobs", deserialize_with = "present")]
-    _logprobs: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct MessageHead<'a> {
-    #[serde(borrow, rename = "role")]
-    _role: Cow<'a, str>,
-    #[serde(borrow, rename = "content", deserialize_with = "present")]
-    _content: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "refusal", deserialize_with = "present")]
-    _refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "tool_calls", default)]
-    _tool_calls: Option<Vec<ToolCallHead<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallHead<'a> {
-    #[serde(borrow, rename = "id")]
-    _id: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    _kind: Cow<'a, str>,
-    #[serde(borrow, rename = "function")]
-    _function: FunctionHead<'a>,
-}
-
-#[derive(Deserialize)]
-struct FunctionHead<'a> {
-    #[serde(borrow, rename = "name")]
-    _name: Cow<'a, str>,
-    #[serde(borrow, rename = "arguments")]
-    _arguments: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct UsageCounts {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-}
-
-/// A field that must be present, though it may be null (serde would otherwise take a
-/// missing `Option` as `None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    Option::<T>::deserialize(d)
 }
 
 #[cfg(test)]
@@ -250,5 +155,155 @@ mod tests {
         assert!(check(&a).is_some());
         assert!(Verbatim::check(Bytes::from_static(b"{\"error\":{}}")).is_none());
         assert!(Verbatim::check(Bytes::from_static(b"not json")).is_none());
+    }
+
+    const RAW: &str = r#"{"id":"c","object":"chat.completion","created":5,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+    /// `RAW` with `from` replaced by `to`, checked.
+    fn with(from: &str, to: &str) -> Option<Verbatim> {
+        assert!(RAW.contains(from), "{from}");
+        Verbatim::check(Bytes::from(RAW.replacen(from, to, 1)))
+    }
+
+    #[test]
+    fn keys_and_kind_match_as_serde_decodes_them() {
+        assert!(with(r#""id""#, r#""\u0069d""#).is_some());
+        assert!(with(r#""content""#, r#""c\u006fntent""#).is_some());
+        assert!(with("chat.completion", r"chat\u002ecompletion").is_some());
+        assert!(with("chat.completion", r"chat.c\u006fmpletion.chunk").is_none());
+        // The usage spelled with an escape is still found, where it is.
+        let v = with(r#""usage""#, r#""us\u0061ge""#).expect("verbatim");
+        let out = v.with_effective_context(7);
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["usage"]["effective_context"], 7);
+        assert_eq!(parsed["usage"]["total_tokens"], 4);
+    }
+
+    #[test]
+    fn a_known_member_twice_is_refused_an_unknown_one_is_not() {
+        assert!(with(r#""model":"m""#, r#""model":"m","model":"m""#).is_none());
+        assert!(with(r#""index":0"#, r#""index":0,"index":0"#).is_none());
+        assert!(with(r#""refusal":null"#, r#""refusal":null,"refusal":null"#).is_none());
+        assert!(with(
+            r#""total_tokens":4"#,
+            r#""total_tokens":4,"total_tokens":4"#
+        )
+        .is_none());
+        assert!(with(r#""usage""#, r#""x":1,"x":2,"usage""#).is_some());
+        // An escaped spelling of a member already there is that member again.
+        assert!(with(r#""model":"m""#, r#""model":"m","m\u006fdel":"m""#).is_none());
+    }
+
+    #[test]
+    fn lone_surrogates_only_where_serde_decodes() {
+        // Strings serde decodes, and every key of the objects it reads into structs.
+        assert!(with(r#""hi""#, r#""\ud800""#).is_none());
+        assert!(with(r#""role""#, r#""role\udc00""#).is_none());
+        assert!(with(r#""prompt_tokens""#, r#""x\ud800":1,"prompt_tokens""#).is_none());
+        // Values it skips (unknown members, logprobs, usage's other members).
+        assert!(with(r#""model""#, r#""x":"\ud800","model""#).is_some());
+        assert!(with(r#""logprobs":null"#, r#""logprobs":{"\ud800":"\udc00"}"#).is_some());
+        assert!(with(r#""prompt_tokens""#, r#""x":"\ud800","prompt_tokens""#).is_some());
+        // A pair is a character.
+        assert!(with(r#""hi""#, r#""\ud83d\ude00""#).is_some());
+    }
+
+    #[test]
+    fn integers_within_their_types_only() {
+        for (created, ok) in [
+            ("-9223372036854775808", true),
+            ("9223372036854775807", true),
+            ("9223372036854775808", false),
+            ("-9223372036854775809", false),
+            ("-0", false),
+            ("5.0", false),
+            ("5e0", false),
+            ("\"5\"", false),
+            ("null", false),
+        ] {
+            assert_eq!(
+                with(r#""created":5"#, &format!(r#""created":{created}"#)).is_some(),
+                ok,
+                "{created}"
+            );
+        }
+        for (index, ok) in [
+            ("4294967295", true),
+            ("4294967296", false),
+            ("-1", false),
+            ("-0", false),
+        ] {
+            assert_eq!(
+                with(r#""index":0"#, &format!(r#""index":{index}"#)).is_some(),
+                ok,
+                "{index}"
+            );
+        }
+        let v = with(
+            r#""prompt_tokens":3"#,
+            r#""prompt_tokens":18446744073709551615"#,
+        )
+        .unwrap();
+        assert_eq!(v.usage.prompt_tokens, u64::MAX);
+        for count in ["18446744073709551616", "-1", "-0", "1.5", "null"] {
+            assert!(
+                with(
+                    r#""prompt_tokens":3"#,
+                    &format!(r#""prompt_tokens":{count}"#)
+                )
+                .is_none(),
+                "{count}"
+            );
+        }
+        // Counts serde defaults when missing.
+        let v = with(r#""prompt_tokens":3,"#, "").unwrap();
+        assert_eq!((v.usage.prompt_tokens, v.usage.total_tokens), (0, 4));
+    }
+
+    #[test]
+    fn present_may_be_null_but_not_missing_and_text_not_null() {
+        assert!(with(r#""hi""#, "null").is_some());
+        assert!(with(r#""stop""#, "null").is_some());
+        assert!(with(r#""logprobs":null"#, r#""logprobs":[1,{"a":"b"}]"#).is_some());
+        assert!(with(r#""assistant""#, "null").is_none());
+        assert!(with(r#""model":"m""#, r#""model":null"#).is_none());
+        assert!(with(r#""role""#, r#""tool_calls":null,"role""#).is_some());
+        assert!(with(r#""usage":{"#, r#""usage":null,"x":{"#).is_none());
+    }
+
+    #[test]
+    fn one_json_text_and_nothing_after_but_whitespace() {
+        assert!(Verbatim::check(Bytes::from(format!(" \n{RAW}\r\n\t "))).is_some());
+        for after in ["x", "{}", ",", "\u{c}"] {
+            assert!(
+                Verbatim::check(Bytes::from(format!("{RAW}{after}"))).is_none(),
+                "{after}"
+            );
+        }
+        assert!(with(r#""hi""#, "\"h\u{1}\"").is_none());
+        assert!(with(r#""hi""#, "\"h\\x\"").is_none());
+    }
+
+    #[test]
+    fn stricter_than_serde_where_it_does_not_matter() {
+        // serde's derive reads a struct from an array of its fields: a usage of `[]` passed
+        // and was spliced into `["effective_context":N]`, which is not JSON.
+        assert!(with(
+            r#"{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}"#,
+            "[]"
+        )
+        .is_none());
+        assert!(with(
+            r#"{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}"#,
+            "[3,1,4]"
+        )
+        .is_none());
+        // Invalid UTF-8 where serde only skipped.
+        let mut raw = RAW
+            .replacen(r#""model""#, r#""x":"\xff","model""#, 1)
+            .into_bytes();
+        let at = raw.windows(4).position(|w| w == b"\\xff").unwrap();
+        raw.splice(at..at + 4, [0xff]);
+        assert!(Verbatim::check(Bytes::from(raw)).is_none());
     }
 }

@@ -3,15 +3,12 @@
 //! content deltas forwarded as they are, and a serde parse of each (borrowed strings,
 //! UTF-8 checks, struct visitors) was most of a stream request's work.
 //!
-//! `scan` accepts exactly the JSON texts of RFC 8259 (strings valid UTF-8 and properly
-//! escaped, numbers well-formed, only whitespace after the value), nested at most
-//! `MAX_DEPTH` deep. The recursion is bounded by that depth, so hostile input cannot
-//! overflow the stack.
+//! `scan` accepts exactly the JSON texts `json_walk` accepts: those of RFC 8259 nested at
+//! most `MAX_DEPTH` deep (serde_json refuses 128 levels, which only sends such a chunk
+//! down the translator's full parse; real chunks nest 6 deep).
 
-/// How deep arrays and objects may nest (the top-level value counts as 1). serde_json
-/// stops one level short of this (it refuses 128), which only sends such a chunk down the
-/// translator's full parse; real chunks nest 6 deep.
-pub const MAX_DEPTH: usize = 128;
+pub use super::json_walk::MAX_DEPTH;
+use super::json_walk::{string_contents, walk, Number, Reader, Str};
 
 /// What `scan` learned of one valid JSON text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,19 +39,15 @@ pub fn scan(json: &[u8]) -> Option<Facts> {
 
 /// `scan`, also giving the spans of the contents of its string values (not keys), in order.
 fn scan_recording(json: &[u8], strings: &mut Vec<(usize, usize)>) -> Option<Facts> {
-    let mut s = Scanner {
-        b: json,
-        i: 0,
+    let mut reader = ChunkReader {
         facts: Facts {
             typed: true,
             ..Facts::default()
         },
         strings,
     };
-    s.ws();
-    s.value(Slot::Top, 0)?;
-    s.ws();
-    (s.i == json.len()).then_some(s.facts)
+    walk(json, Slot::Top, &mut reader)?;
+    Some(reader.facts)
 }
 
 /// Scans the chunks of one stream. Most differ from the one before only in the text of a
@@ -219,37 +212,20 @@ fn fits(slot: Slot, c: u8) -> bool {
     }
 }
 
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
+/// The chunk's reading: the facts so far, and the spans of string values' contents.
+struct ChunkReader<'a> {
     facts: Facts,
-    /// The spans of string values' contents.
     strings: &'a mut Vec<(usize, usize)>,
 }
 
-impl Scanner<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
+impl Reader for ChunkReader<'_> {
+    type Place = Slot;
+    /// The kind of the object, and its known members seen so far, one bit each.
+    type Members = (Obj, u8);
 
-    fn eat(&mut self, c: u8) -> bool {
-        let hit = self.peek() == Some(c);
-        self.i += usize::from(hit);
-        hit
-    }
-
-    /// RFC 8259 whitespace: space, tab, line feed, carriage return (nothing else).
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.i += 1;
-        }
-    }
-
-    /// The value at `i`, which sits at `slot` inside `depth` arrays and objects.
-    fn value(&mut self, slot: Slot, depth: usize) -> Option<()> {
-        let c = self.peek()?;
-        self.facts.typed &= fits(slot, c);
-        if c != b'n' {
+    fn value(&mut self, slot: Slot, first: u8, _at: usize) -> Option<()> {
+        self.facts.typed &= fits(slot, first);
+        if first != b'n' {
             match slot {
                 Slot::Usage => self.facts.usage = true,
                 Slot::Error => self.facts.error = true,
@@ -257,285 +233,74 @@ impl Scanner<'_> {
                 _ => {}
             }
         }
-        match c {
-            b'{' => {
-                let obj = match slot {
-                    Slot::Top => {
-                        self.facts.object = true;
-                        Obj::Chunk
-                    }
-                    Slot::Choice => Obj::Choice,
-                    Slot::Delta => Obj::Delta,
-                    Slot::Tool => Obj::Tool,
-                    Slot::Function => Obj::Function,
-                    _ => Obj::Other,
-                };
-                self.object(obj, depth + 1)
-            }
-            b'[' => {
-                let element = match slot {
-                    Slot::Choices => Slot::Choice,
-                    Slot::ToolCalls => Slot::Tool,
-                    _ => Slot::Any,
-                };
-                self.array(element, depth + 1)
-            }
-            b'"' => {
-                let (start, _) = self.string()?;
-                self.strings.push((start, self.i - 1));
-                Some(())
-            }
-            b'n' => self.literal(b"null"),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'-' | b'0'..=b'9' => {
-                let int = self.number()?;
-                self.facts.typed &= slot != Slot::Int || int;
-                Some(())
-            }
-            _ => None,
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        if !self.b[self.i..].starts_with(word) {
-            return None;
-        }
-        self.i += word.len();
         Some(())
     }
 
-    /// The object at `i` (its `{`), of kind `obj`, at nesting `depth`.
-    fn object(&mut self, obj: Obj, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        self.ws();
-        if self.eat(b'}') {
-            return Some(());
-        }
-        // The known members seen so far, one bit each.
-        let mut seen = 0u8;
-        loop {
-            if self.peek()? != b'"' {
-                return None;
+    fn object(&mut self, slot: Slot) -> (Obj, u8) {
+        let obj = match slot {
+            Slot::Top => {
+                self.facts.object = true;
+                Obj::Chunk
             }
-            let (start, escaped) = self.string()?;
-            let slot = if obj == Obj::Other {
-                Slot::Any
-            } else if escaped {
-                // serde matches a key after decoding it (`"us\u0061ge"` is `usage`): not
-                // worth decoding here, the translator's full parse reads such a chunk.
-                self.facts.typed = false;
-                Slot::Any
-            } else {
-                match member(obj, &self.b[start..self.i - 1]) {
-                    Some((bit, slot)) => {
-                        // serde refuses a known member twice.
-                        self.facts.typed &= seen & (1 << bit) == 0;
-                        seen |= 1 << bit;
-                        slot
-                    }
-                    None => Slot::Any,
-                }
-            };
-            self.ws();
-            if !self.eat(b':') {
-                return None;
-            }
-            self.ws();
-            self.value(slot, depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// The array at `i` (its `[`), whose elements sit at `element`, at nesting `depth`.
-    fn array(&mut self, element: Slot, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        self.ws();
-        if self.eat(b']') {
-            return Some(());
-        }
-        loop {
-            self.value(element, depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// The string at `i` (its opening quote): where its contents start, and whether they
-    /// hold an escape. `i` ends past the closing quote.
-    fn string(&mut self) -> Option<(usize, bool)> {
-        let start = self.i + 1;
-        let (end, escaped, lone) = string_contents(self.b, start)?;
-        self.facts.lone_surrogate |= lone;
-        self.i = end + 1;
-        Some((start, escaped))
-    }
-
-    /// The number at `i` (RFC 8259 §6): whether serde_json reads it as an i64 (an
-    /// integer of at most 18 digits, which always fits, and not `-0`, which it reads as
-    /// a float).
-    fn number(&mut self) -> Option<bool> {
-        let negative = self.eat(b'-');
-        let digits = self.i;
-        match self.peek()? {
-            b'0' => self.i += 1, // no leading zeros: a digit after it ends the number
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
+            Slot::Choice => Obj::Choice,
+            Slot::Delta => Obj::Delta,
+            Slot::Tool => Obj::Tool,
+            Slot::Function => Obj::Function,
+            _ => Obj::Other,
         };
-        let mut int = self.i - digits <= 18 && !(negative && self.b[digits] == b'0');
-        if self.eat(b'.') {
-            int = false;
-            if !self.at_least_one_digit() {
-                return None;
+        (obj, 0)
+    }
+
+    fn member(&mut self, (obj, seen): &mut (Obj, u8), key: Str, json: &[u8]) -> Option<Slot> {
+        self.facts.lone_surrogate |= key.lone_surrogate;
+        if *obj == Obj::Other {
+            return Some(Slot::Any);
+        }
+        if key.escaped {
+            // serde matches a key after decoding it (`"us\u0061ge"` is `usage`): not
+            // worth decoding here, the translator's full parse reads such a chunk.
+            self.facts.typed = false;
+            return Some(Slot::Any);
+        }
+        Some(match member(*obj, &json[key.start..key.end]) {
+            Some((bit, slot)) => {
+                // serde refuses a known member twice.
+                self.facts.typed &= *seen & (1 << bit) == 0;
+                *seen |= 1 << bit;
+                slot
             }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            int = false;
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !self.at_least_one_digit() {
-                return None;
-            }
-        }
-        Some(int)
+            None => Slot::Any,
+        })
     }
 
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.i += 1;
+    fn end_object(&mut self, _: Slot, _: (Obj, u8), _end: usize) -> Option<()> {
+        Some(())
+    }
+
+    fn array(&mut self, slot: Slot) -> Slot {
+        match slot {
+            Slot::Choices => Slot::Choice,
+            Slot::ToolCalls => Slot::Tool,
+            _ => Slot::Any,
         }
     }
 
-    fn at_least_one_digit(&mut self) -> bool {
-        let start = self.i;
-        self.digits();
-        self.i > start
+    fn string(&mut self, _: Slot, s: Str, _json: &[u8]) -> Option<()> {
+        self.facts.lone_surrogate |= s.lone_surrogate;
+        self.strings.push((s.start, s.end));
+        Some(())
     }
-}
 
-/// The contents of a string starting at `start` (past its opening quote): where its
-/// closing quote is, whether it holds an escape, and whether a lone surrogate escape.
-fn string_contents(b: &[u8], start: usize) -> Option<(usize, bool, bool)> {
-    let mut i = start;
-    let (mut escaped, mut lone, mut non_ascii) = (false, false, false);
-    loop {
-        let (n, high) = plain_run(b.get(i..)?);
-        i += n;
-        non_ascii |= high;
-        match *b.get(i)? {
-            b'"' => break,
-            b'\\' => {
-                escaped = true;
-                let (len, l) = escape(b, i)?;
-                i += len;
-                lone |= l;
-            }
-            _ => return None, // a control character, which must be escaped
+    /// `created` must be a number serde_json reads as an i64: an integer of at most 18
+    /// digits always fits, and `-0` it reads as a float.
+    fn number(&mut self, slot: Slot, n: Number, json: &[u8]) -> Option<()> {
+        if slot == Slot::Int {
+            self.facts.typed &= !n.fraction_or_exponent
+                && n.int_end - n.int_start <= 18
+                && !(n.negative && json[n.int_start] == b'0');
         }
+        Some(())
     }
-    // Escapes are ASCII, so checking the raw contents at once is the same as checking the
-    // runs between them; an all-ASCII string needs no check at all.
-    if non_ascii && std::str::from_utf8(&b[start..i]).is_err() {
-        return None;
-    }
-    Some((i, escaped, lone))
-}
-
-/// The escape at `at` (its backslash): its length, and whether it is a lone surrogate.
-fn escape(b: &[u8], at: usize) -> Option<(usize, bool)> {
-    match *b.get(at + 1)? {
-        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some((2, false)),
-        b'u' => match hex4(b, at + 2)? {
-            // A leading surrogate is whole only with a trailing one right after it;
-            // anything else is left for the string loop to read.
-            0xD800..=0xDBFF => {
-                if b[at + 6..].starts_with(b"\\u")
-                    && matches!(hex4(b, at + 8), Some(0xDC00..=0xDFFF))
-                {
-                    Some((12, false))
-                } else {
-                    Some((6, true))
-                }
-            }
-            0xDC00..=0xDFFF => Some((6, true)),
-            _ => Some((6, false)),
-        },
-        _ => None,
-    }
-}
-
-/// The four hex digits at `at`, as a UTF-16 code unit.
-fn hex4(b: &[u8], at: usize) -> Option<u16> {
-    let digits = b.get(at..at + 4)?;
-    digits.iter().try_fold(0u16, |n, &d| {
-        Some(n << 4 | (d as char).to_digit(16)? as u16)
-    })
-}
-
-/// How many bytes at the start of `s` may stand in a string as they are (not `"`, `\` or
-/// a control character), and whether any of those is non-ASCII. Eight bytes at a time:
-/// this is where a chunk's bytes mostly are.
-fn plain_run(s: &[u8]) -> (usize, bool) {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    let mut high = 0u64;
-    let mut words = s.chunks_exact(8);
-    for (k, word) in words.by_ref().enumerate() {
-        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        // The high bit of each byte below 0x20 or equal to `"` or `\` (a byte that
-        // borrows in a subtraction may also flag the bytes above it, never below: the
-        // lowest flag is exact). `& !w` keeps bytes >= 0x80 out.
-        let stop =
-            (w.wrapping_sub(ONES * 0x20) | quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES))
-                & !w
-                & HIGH;
-        if stop != 0 {
-            let at = stop.trailing_zeros() as usize / 8;
-            high |= w & HIGH & ((1u64 << (8 * at)) - 1);
-            return (8 * k + at, high != 0);
-        }
-        high |= w & HIGH;
-    }
-    let mut n = s.len() - words.remainder().len();
-    for &c in words.remainder() {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
-        high |= u64::from(c & 0x80);
-        n += 1;
-    }
-    (n, high != 0)
 }
 
 #[cfg(test)]

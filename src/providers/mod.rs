@@ -6,10 +6,12 @@
 pub mod anthropic;
 pub mod client;
 pub mod completion;
+pub mod completion_scan;
 pub mod convert;
 pub mod gemini;
 pub mod http;
 pub mod json_scan;
+pub mod json_walk;
 pub mod kernel;
 pub mod ollama;
 pub mod openai;
