@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{self, HeaderName};
+use axum::http::HeaderName;
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -89,18 +89,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     routes
         .layer(DefaultBodyLimit::max(limit))
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers()))
+        .layer(SetSensitiveRequestHeadersLayer::new(
+            SENSITIVE_HEADERS.map(HeaderName::from_static),
+        ))
         .with_state(state)
 }
 
 /// Request headers that carry keys: marked sensitive so no layer or log prints them.
-fn sensitive_headers() -> [HeaderName; 3] {
-    [
-        header::AUTHORIZATION,
-        HeaderName::from_static("x-api-key"),
-        HeaderName::from_static("x-goog-api-key"),
-    ]
-}
+const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
 
 /// Serves `state` (never reloaded) until `shutdown` resolves; see `serve_live`.
 pub async fn serve(
