@@ -1,37 +1,46 @@
 //! Gateway authentication: with `auth.enabled`, every route but `/health` needs a token from
 //! `auth.tokens`, as `Authorization: Bearer` or (as Anthropic clients send it) `x-api-key`.
+//! One check, `refusal`, serves both the router's layer and the direct chat routes (`fast`).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::{ApiError, Shape};
+use crate::config::AuthSection;
 use crate::state::AppState;
 
+/// The router's layer (installed only when auth is enabled).
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.config.auth;
-    if !auth.enabled || req.uri().path() == "/health" {
-        return next.run(req).await;
+    match refusal(&state.config.auth, req.uri().path(), req.headers()) {
+        None => next.run(req).await,
+        Some(refused) => refused,
     }
-    let presented = req
-        .headers()
+}
+
+/// The 401 to answer a request to `path` with `headers` with, or `None` when it may be served.
+pub fn refusal(auth: &AuthSection, path: &str, headers: &HeaderMap) -> Option<Response> {
+    if !auth.enabled || path == "/health" {
+        return None;
+    }
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     // Anthropic clients read errors in Anthropic's shape.
-    let shape = if req.uri().path().contains("/v1/messages") {
+    let shape = if path.contains("/v1/messages") {
         Shape::Anthropic
     } else {
         Shape::OpenAi
@@ -43,14 +52,14 @@ pub async fn require_token(
                 .iter()
                 .any(|k| constant_time_eq(k.expose().as_bytes(), t.as_bytes())) =>
         {
-            next.run(req).await
+            None
         }
-        Some(_) => ApiError::Unauthorized("invalid gateway token".into()).render(shape),
-        None => ApiError::Unauthorized(
+        Some(_) => Some(ApiError::Unauthorized("invalid gateway token".into()).render(shape)),
+        None => Some(ApiError::Unauthorized(
             "missing gateway token: send 'Authorization: Bearer <token>' or 'x-api-key: <token>' (aisbf.json auth.tokens)"
                 .into(),
         )
-        .render(shape),
+        .render(shape)),
     }
 }
 

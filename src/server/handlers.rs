@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::BoxError;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::respond::json_bytes;
+use super::respond::{collect_body, json_bytes};
 use super::stream::sse_body;
 use crate::api::openai::{ChatRequest, ChatResponse, ModelInfo, ModelList, Usage};
 use crate::config::{ProviderKind, Routed};
@@ -104,18 +104,7 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-fn parse_request(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<ChatRequest, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.config.limits.max_body_bytes)
-        } else {
-            ApiError::BadRequest(format!("cannot read request body: {r}"))
-        }
-    })?;
+fn parse_request(headers: &HeaderMap, body: Bytes) -> Result<ChatRequest, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "request body is empty: expected a JSON chat request".into(),
@@ -139,25 +128,53 @@ fn parse_request(
     Ok(req)
 }
 
+/// `POST /api/{provider}/chat/completions` as the router serves it; see `chat_provider`.
 pub async fn provider_chat(
     State(state): State<Arc<AppState>>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> AppResult {
-    let req = parse_request(&state, &headers, body)?;
-    let target = routing::resolve_path(&state.config, &provider, &req.model)?;
-    respond(&state, target, req).await
+    chat_provider(&state, &provider, &headers, body).await
 }
 
+/// `POST /v1/chat/completions` as the router serves it; see `chat_v1`.
 pub async fn v1_chat(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> AppResult {
-    let req = parse_request(&state, &headers, body)?;
+    chat_v1(&state, &headers, body).await
+}
+
+/// The chat answer on `/api/{provider}`: the one implementation behind the router's handler
+/// and the direct route (`fast`), so the two cannot answer differently.
+pub async fn chat_provider<B>(
+    state: &AppState,
+    provider: &str,
+    headers: &HeaderMap,
+    body: B,
+) -> AppResult
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = collect_body(state, body).await?;
+    let req = parse_request(headers, body)?;
+    let target = routing::resolve_path(&state.config, provider, &req.model)?;
+    respond(state, target, req).await
+}
+
+/// The chat answer on `/v1`, shared like `chat_provider`.
+pub async fn chat_v1<B>(state: &AppState, headers: &HeaderMap, body: B) -> AppResult
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = collect_body(state, body).await?;
+    let req = parse_request(headers, body)?;
     let target = routing::resolve_v1(&state.config, &req.model)?;
-    respond(&state, target, req).await
+    respond(state, target, req).await
 }
 
 async fn respond(state: &AppState, target: Target, req: ChatRequest) -> AppResult {

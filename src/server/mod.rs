@@ -5,6 +5,7 @@ pub mod alloc;
 mod auth;
 mod conn;
 pub mod error;
+mod fast;
 mod handlers;
 pub mod live;
 mod messages;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::header;
+use axum::http::HeaderName;
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -33,6 +34,17 @@ use observe::Observed;
 /// How long SIGTERM/SIGINT waits for in-flight requests and streams before exiting anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every route. Three of them are also served without this router, before it, by `fast`
+/// (the hot path: no routing, extractors or layers); same handler logic, same answers:
+///
+/// | method | path                                | handler logic            |
+/// |--------|-------------------------------------|--------------------------|
+/// | POST   | `/v1/chat/completions`              | `handlers::chat_v1`      |
+/// | POST   | `/api/v1/chat/completions`          | `handlers::chat_v1`      |
+/// | POST   | `/api/{provider}/chat/completions`  | `handlers::chat_provider`|
+///
+/// Other methods on these paths still come here (405). Auth, the body limit and the
+/// sensitive headers below are applied there too (`fast::serve`).
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.limits.max_body_bytes;
     let routes = Router::new()
@@ -77,13 +89,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     };
     routes
         .layer(DefaultBodyLimit::max(limit))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("x-api-key"),
-            header::HeaderName::from_static("x-goog-api-key"),
-        ]))
+        .layer(SetSensitiveRequestHeadersLayer::new(
+            SENSITIVE_HEADERS.map(HeaderName::from_static),
+        ))
         .with_state(state)
 }
+
+/// Request headers that carry keys: marked sensitive so no layer or log prints them.
+const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
 
 /// Serves `state` (never reloaded) until `shutdown` resolves; see `serve_live`.
 pub async fn serve(

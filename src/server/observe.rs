@@ -12,12 +12,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, Response};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use futures::future::Either;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tower_service::Service;
 use tracing::Instrument;
 
 use super::conn::{Activity, Busy};
+use super::fast;
 use super::live::Live;
 use crate::metrics::{Metrics, Record, SharedRecord, CURRENT};
 
@@ -49,16 +51,52 @@ pub fn api_of(path: &str) -> Option<&'static str> {
     }
 }
 
-/// The client's id when it is 1–128 printable ASCII characters, else a new random one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(REQUEST_ID) {
-        let b = v.as_bytes();
-        if (1..=128).contains(&b.len()) && b.iter().all(|c| (0x20..=0x7e).contains(c)) {
-            return v.clone();
+/// A request's id: in its span, its access-log line and its `x-request-id` answer.
+pub enum RequestId {
+    /// The client's, when it is 1–128 printable ASCII characters.
+    Client(HeaderValue),
+    /// Else a new random one, 32 hex digits. Kept as bytes: the answer's header is the only
+    /// copy that needs an allocation (a `format!`ed String and its copies cost ~1.5k
+    /// instructions per request, callgrind).
+    New([u8; 32]),
+}
+
+impl RequestId {
+    pub fn of(headers: &HeaderMap) -> RequestId {
+        if let Some(v) = headers.get(REQUEST_ID) {
+            let b = v.as_bytes();
+            if (1..=128).contains(&b.len()) && b.iter().all(|c| (0x20..=0x7e).contains(c)) {
+                return RequestId::Client(v.clone());
+            }
+        }
+        RequestId::New(hex(rand::random::<u128>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestId::Client(v) => v.to_str().unwrap_or(""),
+            RequestId::New(b) => std::str::from_utf8(b).unwrap_or(""),
         }
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+
+    pub fn to_header(&self) -> HeaderValue {
+        match self {
+            RequestId::Client(v) => v.clone(),
+            RequestId::New(b) => {
+                HeaderValue::from_bytes(b).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+            }
+        }
+    }
+}
+
+/// `n` as 32 lowercase hex digits, as `format!("{n:032x}")` writes it.
+fn hex(n: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[(n >> (124 - 4 * i)) as usize & 0xf];
+    }
+    out
 }
 
 /// The server's per-connection service.
@@ -73,14 +111,14 @@ impl hyper::service::Service<Request<Incoming>> for Observed {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         // Counted busy from here, synchronously: the socket's header deadline stops now.
         let busy = Busy::new(&self.activity);
         let current = self.live.current();
-        let id = request_id(req.headers());
-        req.headers_mut().insert(REQUEST_ID, id.clone());
-        let id_text = id.to_str().unwrap_or("").to_string();
-        let span = tracing::info_span!("request", id = %id_text);
+        // Only the answer carries the id: nothing reads it from the request.
+        let id = RequestId::of(req.headers());
+        let id_header = id.to_header();
+        let span = tracing::info_span!("request", id = %id.as_str());
         let record = SharedRecord::default();
         let api = api_of(req.uri().path());
         let metrics = current.state.metrics.clone();
@@ -91,8 +129,9 @@ impl hyper::service::Service<Request<Incoming>> for Observed {
             metrics,
             api,
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            id: id_text,
+            // A clone shares the request's bytes: no copy of the path.
+            uri: req.uri().clone(),
+            id,
             start: Instant::now(),
             head: None,
             // Until a response exists: the client went away while it was being prepared.
@@ -100,17 +139,30 @@ impl hyper::service::Service<Request<Incoming>> for Observed {
             record: record.clone(),
             _busy: busy,
         };
-        let mut router = current.router.clone();
+        // The chat routes skip the router (`fast`); the rest, and 405s on those paths, take it.
+        // The chat future is boxed where it is made, as the router boxes its handlers': held
+        // inline it made this service's own future ~13 kB, copied whole into its box
+        // (memcpy, +13k instructions per request, callgrind).
+        let handled = match fast::route(req.method(), req.uri().path()) {
+            Some(chat) => Either::Left(Box::pin(fast::serve(current.state.clone(), chat, req))),
+            None => Either::Right(current.router.clone().call(req)),
+        };
+        let handled = async move {
+            match handled {
+                Either::Left(chat) => chat.await,
+                Either::Right(routed) => match routed.await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                },
+            }
+        };
         let handled = CURRENT
-            .scope(record.clone(), router.call(req))
+            .scope(record.clone(), handled)
             .instrument(span.clone());
         Box::pin(async move {
-            let resp = match handled.await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
+            let resp = handled.await;
             let (mut parts, body) = resp.into_parts();
-            parts.headers.insert(REQUEST_ID, id);
+            parts.headers.insert(REQUEST_ID, id_header);
             finish.status = parts.status.as_u16();
             finish.head = Some(finish.start.elapsed());
             Ok(Response::from_parts(
@@ -167,8 +219,8 @@ struct Finish {
     metrics: Arc<Metrics>,
     api: Option<&'static str>,
     method: Method,
-    path: String,
-    id: String,
+    uri: Uri,
+    id: RequestId,
     start: Instant,
     head: Option<Duration>,
     status: u16,
@@ -190,7 +242,7 @@ impl Drop for Finish {
         tracing::info!(
             target: "aisbf::access",
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             status = self.status,
             provider = r.provider.as_deref().unwrap_or("-"),
             model = r.model.as_deref().unwrap_or("-"),
@@ -198,7 +250,7 @@ impl Drop for Finish {
             // Absent when unknown (no upstream answered, or it reported none).
             prompt_tokens = r.prompt_tokens.or(r.effective_context),
             completion_tokens = r.completion_tokens,
-            id = %self.id,
+            id = %self.id.as_str(),
             "request"
         );
     }
@@ -233,6 +285,12 @@ mod tests {
         }
     }
 
+    fn request_id(h: &HeaderMap) -> HeaderValue {
+        let id = RequestId::of(h);
+        assert_eq!(id.as_str(), id.to_header().to_str().unwrap());
+        id.to_header()
+    }
+
     #[test]
     fn client_ids_are_kept_only_when_sane() {
         let mut h = HeaderMap::new();
@@ -246,5 +304,12 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_static(""));
         assert_eq!(request_id(&h).len(), 32);
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn new_ids_are_hex_as_format_writes_it() {
+        for n in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(hex(n), format!("{n:032x}").as_bytes());
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! Response building the ingress handlers share: reading the body, JSON and SSE answers, and
 //! the `x-aisbf-*` headers that name what served a request.
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::BoxError;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::error::ApiError;
 use crate::state::AppState;
@@ -29,6 +31,26 @@ pub fn read_body(
         )));
     }
     Ok(body)
+}
+
+/// The whole body of a chat request, read without axum's `Bytes` extractor (the direct chat
+/// routes have no router to install `DefaultBodyLimit`): over `limits.max_body_bytes` the
+/// same 413, and on a read error the same 400 text, as `read_body` answers after that
+/// extractor.
+pub async fn collect_body<B>(state: &AppState, body: B) -> Result<Bytes, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let limit = state.config.limits.max_body_bytes;
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
+        // "Failed to buffer…" is the text of axum's rejection, kept so the answer is unchanged.
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "cannot read request body: Failed to buffer the request body: {e}"
+        ))),
+    }
 }
 
 /// 200 with a JSON body already encoded.
