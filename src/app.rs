@@ -5,6 +5,7 @@ use crate::cli::{Cli, Command, LogFormat};
 use crate::config::{self, IssueKind, ProviderKind};
 use crate::daemon;
 use crate::server::live::Live;
+use crate::server::workers;
 use crate::startup::{
     check_bind_safety, load_config, log_config_notes, EXIT_CONFIG, EXIT_FAIL, EXIT_OK,
 };
@@ -51,47 +52,83 @@ fn serve_foreground(cli: &Cli) -> i32 {
         return EXIT_CONFIG;
     }
     log_config_notes(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let workers = match config.server.workers {
+        0 => workers::auto_workers(),
+        n => n,
+    };
+    let runtime = match workers::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("aisbf: cannot start the runtime: {e}");
             return EXIT_FAIL;
         }
     };
-    runtime.block_on(async move {
+    let (code, others) = runtime.block_on(async move {
         let addr = format!("{}:{}", config.server.host, config.server.port);
-        let listener = match tokio::net::TcpListener::bind(&addr).await {
+        // Bound once (tokio's SO_REUSEADDR and backlog), then handed to every worker.
+        let listener = match tokio::net::TcpListener::bind(&addr)
+            .await
+            .and_then(|l| l.into_std())
+        {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("aisbf: cannot listen on {addr}: {e}");
-                return EXIT_FAIL;
+                return (EXIT_FAIL, Vec::new());
             }
         };
         let state = AppState::build(config);
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
         tracing::info!(
-            "aisbf {} listening on http://{local} (config {})",
+            "aisbf {} listening on http://{local} (config {}, {workers} worker thread{})",
             env!("CARGO_PKG_VERSION"),
-            state.config.dir.display()
+            state.config.dir.display(),
+            if workers == 1 { "" } else { "s" }
         );
         // A reload reads the same directory with the same command-line overrides.
         let overrides = cli.clone();
         let live = Live::new(state, Box::new(move || load_config(&overrides)));
         tokio::spawn(crate::server::reload_on_sighup(live.clone()));
-        match crate::server::serve_live(listener, live, crate::server::shutdown_signal()).await {
-            Ok(()) => {
-                tracing::info!("stopped");
-                EXIT_OK
+        let slots = crate::server::connection_slots(&live);
+        let team = workers::Team::new(workers);
+        let signalled = team.clone();
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            signalled.stop();
+        });
+        let others = match workers::spawn_workers(workers, &listener, &live, &slots, &team) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("aisbf: cannot start the worker threads: {e}");
+                team.abandon();
+                return (EXIT_FAIL, Vec::new());
             }
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("aisbf: cannot listen on {local}: {e}");
+                team.abandon();
+                return (EXIT_FAIL, others);
+            }
+        };
+        // Returns once every worker has drained (this runtime drives the upstream
+        // connections it opened until then).
+        match team.serve(listener, live, slots).await {
+            Ok(()) => (EXIT_OK, others),
             Err(e) => {
                 eprintln!("aisbf: server error: {e}");
-                EXIT_FAIL
+                (EXIT_FAIL, others)
             }
         }
-    })
+    });
+    // Each has drained by now (or never started serving).
+    for w in others {
+        let _ = w.join();
+    }
+    if code == EXIT_OK {
+        tracing::info!("stopped");
+    }
+    code
 }
 
 fn check_config(cli: &Cli) -> i32 {

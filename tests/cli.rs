@@ -142,6 +142,15 @@ fn config_errors_name_file_path_and_problem() {
     let out = text(&run(&["check-config", "--config-dir", d.to_str().unwrap()]));
     assert!(out.contains("providers.x.endpoint"), "{out}");
 
+    std::fs::write(d.join("providers.json"), r#"{"providers":{}}"#).unwrap();
+    std::fs::write(d.join("aisbf.json"), r#"{"server":{"workers":100000}}"#).unwrap();
+    let out = text(&run(&["check-config", "--config-dir", d.to_str().unwrap()]));
+    assert!(
+        out.contains("aisbf.json") && out.contains("server.workers"),
+        "{out}"
+    );
+    std::fs::remove_file(d.join("aisbf.json")).unwrap();
+
     std::fs::write(d.join("providers.json"), "{\"providers\": {").unwrap();
     let o = run(&["--config-dir", d.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

@@ -409,3 +409,69 @@ fn access_log_lines_in_text() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(cooling.contains("text-3"), "{cooling}");
 }
+
+/// `server.workers` = 3: every worker accepts from the one socket, requests on many
+/// connections at once all succeed, and SIGTERM lets streams in flight finish (whichever
+/// worker opened their upstream connection) before the process exits 0.
+#[test]
+fn several_workers_serve_and_drain_streams_on_sigterm() {
+    let up = format!("http://127.0.0.1:{}/v1", upstream(5));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("providers.json"),
+        providers_json(&[("up", up)]),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("aisbf.json"), r#"{"server":{"workers":3}}"#).unwrap();
+    let log_path = tmp.path().join("stderr.log");
+    let port = free_port();
+    let mut server = Command::new(BIN)
+        .args([
+            "--config-dir",
+            tmp.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    wait_until("the server", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Bound before the state is built: the line may follow the first connection.
+    wait_until("the start-up line", || {
+        count(&log_path, "3 worker threads") == 1
+    });
+    let plain: Vec<_> = (0..12)
+        .map(|_| std::thread::spawn(move || chat(port, "up/m", false, "")))
+        .collect();
+    for r in plain {
+        let r = r.join().unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let streams: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || chat(port, "up/m", true, "")))
+        .collect();
+    wait_until("four streams in flight", || {
+        count(&log_path, "aisbf::access") >= 12 && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for s in streams {
+        let r = s.join().unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(
+            r.contains("data: [DONE]"),
+            "a stream cut by the shutdown: {r}"
+        );
+        assert_eq!(r.matches("\"content\":\"").count(), 5 + 1, "{r}");
+    }
+    assert!(server.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("draining"), "{log}");
+}

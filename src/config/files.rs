@@ -84,6 +84,9 @@ impl ModelAliases {
 pub struct ServerSection {
     pub host: String,
     pub port: u16,
+    /// Worker threads, each with its own single-threaded runtime (`server::workers`);
+    /// 0: half the cores, at least one.
+    pub workers: usize,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -93,6 +96,7 @@ impl Default for ServerSection {
         Self {
             host: "127.0.0.1".into(),
             port: 17765,
+            workers: 0,
             unknown: Unknown::new(),
         }
     }

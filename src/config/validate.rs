@@ -13,6 +13,9 @@ pub const RESERVED_IDS: [&str; 6] = [
     "models",
 ];
 
+/// The most `server.workers` accepted.
+const MAX_WORKERS: usize = 1024;
+
 fn invalid(file: &'static str, path: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         file,
@@ -85,6 +88,14 @@ pub(super) fn validate(c: &mut Config) -> Result<(), ConfigError> {
     }
     if c.limits.max_connections == 0 {
         return Err(invalid(A, "limits.max_connections".into(), "must be > 0"));
+    }
+    // A thread and a runtime each: more than this is a typo, not a machine.
+    if c.server.workers > MAX_WORKERS {
+        return Err(invalid(
+            A,
+            "server.workers".into(),
+            format!("must be at most {MAX_WORKERS} (0: half the cores)"),
+        ));
     }
     for (field, v) in [
         ("connect_seconds", c.timeouts.connect_seconds),

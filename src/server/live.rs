@@ -77,6 +77,13 @@ impl Live {
                 running.server.port
             );
         }
+        if config.server.workers != running.server.workers {
+            tracing::warn!(
+                "aisbf.json: server.workers changed to {}: that needs a restart; still {}",
+                config.server.workers,
+                running.server.workers
+            );
+        }
         if config.limits.max_connections != running.limits.max_connections {
             tracing::warn!(
                 "aisbf.json: limits.max_connections changed to {}: that needs a restart; still {}",

@@ -13,6 +13,7 @@ pub mod observe;
 mod respond;
 mod responses;
 mod stream;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,11 +119,27 @@ pub async fn serve_live(
     live: Arc<Live>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let slots = connection_slots(&live);
+    serve_worker(listener, live, slots, shutdown).await
+}
+
+/// One permit per open connection, taken before `accept`: past the limit, new clients wait
+/// in the kernel's backlog instead of costing a file descriptor each. One set for all
+/// workers.
+pub fn connection_slots(live: &Live) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(live.state().config.limits.max_connections))
+}
+
+/// One worker's accept loop (see `workers`): serves the connections it accepts from
+/// `listener`, within the shared `slots`, until `shutdown` resolves, then drains them for at
+/// most `DRAIN_TIMEOUT`.
+pub async fn serve_worker(
+    listener: tokio::net::TcpListener,
+    live: Arc<Live>,
+    slots: Arc<Semaphore>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     alloc::bound_heap();
-    let max = live.state().config.limits.max_connections;
-    // One permit per open connection, taken before `accept`: past the limit, new clients
-    // wait in the kernel's backlog instead of costing a file descriptor each.
-    let slots = Arc::new(Semaphore::new(max));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
