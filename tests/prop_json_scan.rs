@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use aisbf::providers::json_scan::{scan, Facts, StreamScanner, MAX_DEPTH};
+use aisbf::providers::json_scan::{scan, scan_head, Facts, StreamScanner, MAX_DEPTH};
 use proptest::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -180,6 +180,7 @@ fn expected(n: &Node) -> Facts {
             ("choices", Node::Arr(cs)) => {
                 for c in cs {
                     if let Node::Obj(ms) = c {
+                        f.choice = true;
                         f.finish |= ms
                             .iter()
                             .any(|(k, esc, v)| !esc && k == "finish_reason" && present(v));
@@ -192,6 +193,38 @@ fn expected(n: &Node) -> Facts {
     f
 }
 
+/// What the translator's full parse reads of a chunk's head, as the scan's `Head` has it.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct HeadOracle {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
+}
+
+/// The head of a typed chunk against serde_json's reading of it.
+fn head_agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let (_, head) = scan_head(bytes).expect("valid");
+    let oracle: HeadOracle = serde_json::from_slice(bytes).expect("a typed chunk's head parses");
+    let text = |s: Option<aisbf::providers::json_walk::Str>| {
+        s.map(|s| serde_json::from_slice::<String>(&bytes[s.start - 1..=s.end]).unwrap())
+    };
+    prop_assert_eq!(
+        HeadOracle {
+            id: text(head.id),
+            model: text(head.model),
+            created: Some(head.created),
+        },
+        HeadOracle {
+            created: Some(oracle.created.unwrap_or(0)),
+            ..oracle
+        }
+    );
+    Ok(())
+}
+
 /// The scanner against serde_json on any bytes.
 fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     let got = scan(bytes);
@@ -200,6 +233,9 @@ fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
             let f =
                 got.ok_or_else(|| TestCaseError::fail("serde_json parses it, the scanner not"))?;
             prop_assert_eq!(f, expected(&node));
+            if f.object && f.typed && !f.lone_surrogate {
+                head_agrees(bytes)?;
+            }
         }
         Err(e) => {
             let msg = e.to_string();

@@ -6,6 +6,9 @@
 //! `scan` accepts exactly the JSON texts `json_walk` accepts: those of RFC 8259 nested at
 //! most `MAX_DEPTH` deep (serde_json refuses 128 levels, which only sends such a chunk
 //! down the translator's full parse; real chunks nest 6 deep).
+//!
+//! A chunk scanned in full also gives its `Head` (id, model, time, usage counts), so the
+//! first chunk of an answer and its usage report need no serde parse either.
 
 pub use super::json_walk::MAX_DEPTH;
 use super::json_walk::{string_contents, walk, Number, Reader, Str};
@@ -30,24 +33,74 @@ pub struct Facts {
     /// appears twice in one object, and no key of those objects is spelled with an escape.
     /// When false a typed serde parse of the chunk may fail where this scan passed.
     pub typed: bool,
+    /// Some element of `choices` is an object (a choice the translator reads).
+    pub choice: bool,
+    /// Arrays and objects nest `MAX_DEPTH` deep: serde_json refuses to build a value that
+    /// deep (it only skips one), so a part of such a chunk parsed alone may succeed where
+    /// the whole chunk's parse fails.
+    pub deep: bool,
+}
+
+/// What the translator reads of a chunk beyond its facts, where the facts say `typed`:
+/// found by the same pass, in the chunk it was scanned from (positions are into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// `id` and `model`, when strings (not missing or null).
+    pub id: Option<Str>,
+    pub model: Option<Str>,
+    /// `created`, 0 when missing or null.
+    pub created: i64,
+    /// The `usage` member, when an object.
+    pub usage: Option<UsageObject>,
+}
+
+/// Where a chunk's `usage` object is, and what it says when it is only counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageObject {
+    /// Where its `{` is, and past its `}`.
+    pub start: usize,
+    pub end: usize,
+    /// Its counts as serde reads them into `Usage`, when it has no other members (its
+    /// `extra` is then empty), none twice, no key spelled with an escape, each count an
+    /// integer within u64 and `effective_context` one or null. Otherwise only a serde parse
+    /// of the object says what it is (or that it is not a `Usage`).
+    pub counts: Option<Counts>,
+}
+
+/// The members of `Usage` it reads itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub effective_context: Option<u64>,
 }
 
 /// The facts of `json`, or `None` when it is not one valid JSON text.
 pub fn scan(json: &[u8]) -> Option<Facts> {
+    scan_head(json).map(|(facts, _)| facts)
+}
+
+/// The facts of `json` and its head, or `None` when it is not one valid JSON text.
+pub fn scan_head(json: &[u8]) -> Option<(Facts, Head)> {
     scan_recording(json, &mut Vec::new())
 }
 
-/// `scan`, also giving the spans of the contents of its string values (not keys), in order.
-fn scan_recording(json: &[u8], strings: &mut Vec<(usize, usize)>) -> Option<Facts> {
+/// `scan_head`, also giving the spans of the contents of its string values (not keys), in
+/// order.
+fn scan_recording(json: &[u8], strings: &mut Vec<(usize, usize)>) -> Option<(Facts, Head)> {
     let mut reader = ChunkReader {
         facts: Facts {
             typed: true,
             ..Facts::default()
         },
+        head: Head::default(),
+        usage: UsageReading::default(),
         strings,
     };
-    walk(json, Slot::Top, &mut reader)?;
-    Some(reader.facts)
+    let deepest = walk(json, Slot::Top, &mut reader)?;
+    reader.facts.deep = deepest >= MAX_DEPTH;
+    Some((reader.facts, reader.head))
 }
 
 /// Scans the chunks of one stream. Most differ from the one before only in the text of a
@@ -64,6 +117,8 @@ pub struct StreamScanner {
     strings: Vec<(usize, usize)>,
     /// The spans of the chunk being scanned in full.
     scratch: Vec<(usize, usize)>,
+    /// The head of the last chunk scanned, when it was scanned in full.
+    head: Option<Head>,
 }
 
 /// Longer chunks are scanned in full each time rather than copied.
@@ -74,6 +129,7 @@ impl StreamScanner {
     pub fn scan(&mut self, json: &[u8]) -> Option<Facts> {
         if !self.template.is_empty() {
             if let Some(lone_surrogate) = self.diff(json) {
+                self.head = None;
                 return Some(Facts {
                     lone_surrogate,
                     ..self.facts
@@ -81,7 +137,9 @@ impl StreamScanner {
             }
         }
         self.scratch.clear();
-        let facts = scan_recording(json, &mut self.scratch)?;
+        self.head = None;
+        let (facts, head) = scan_recording(json, &mut self.scratch)?;
+        self.head = Some(head);
         if !facts.lone_surrogate && json.len() <= TEMPLATE_MAX {
             self.template.clear();
             self.template.extend_from_slice(json);
@@ -89,6 +147,13 @@ impl StreamScanner {
             std::mem::swap(&mut self.strings, &mut self.scratch);
         }
         Some(facts)
+    }
+
+    /// The head of the chunk `scan` was last given, when it read that chunk in full (a
+    /// chunk matched to the template has only the template's facts): the first chunks of
+    /// an answer and its usage report mostly differ from the chunk before.
+    pub fn head(&self) -> Option<Head> {
+        self.head
     }
 
     /// When `new` is the template with the contents of some string values replaced by
@@ -143,8 +208,11 @@ enum Slot {
     Any,
     /// The top-level value: a chunk object.
     Top,
-    /// `id`, `model`, `content`, `reasoning_content`, `arguments`: a string or null.
+    /// `content`, `reasoning_content`, `arguments`: a string or null.
     Text,
+    /// `id` and `model`: a string or null, kept in the head.
+    Id,
+    Model,
     /// `created`: null or an integer serde_json reads as an i64.
     Int,
     /// `choices`: an array (not null: the translator defaults only a missing one).
@@ -164,6 +232,9 @@ enum Slot {
     Error,
     /// `finish_reason`: reported when not null, and read as a string or null.
     Finish,
+    /// A member of `usage` that `Counts` holds: `prompt_tokens`, `completion_tokens`,
+    /// `total_tokens` (integers within u64), `effective_context` (one or null).
+    Count(u8),
 }
 
 /// The objects whose members the translator reads.
@@ -174,14 +245,15 @@ enum Obj {
     Delta,
     Tool,
     Function,
+    Usage,
     Other,
 }
 
 /// A known member of `obj`: its bit (to catch it twice in one object) and its slot.
 fn member(obj: Obj, key: &[u8]) -> Option<(u8, Slot)> {
     Some(match (obj, key) {
-        (Obj::Chunk, b"id") => (0, Slot::Text),
-        (Obj::Chunk, b"model") => (1, Slot::Text),
+        (Obj::Chunk, b"id") => (0, Slot::Id),
+        (Obj::Chunk, b"model") => (1, Slot::Model),
         (Obj::Chunk, b"created") => (2, Slot::Int),
         (Obj::Chunk, b"choices") => (3, Slot::Choices),
         (Obj::Chunk, b"usage") => (4, Slot::Usage),
@@ -193,6 +265,10 @@ fn member(obj: Obj, key: &[u8]) -> Option<(u8, Slot)> {
         (Obj::Delta, b"tool_calls") => (2, Slot::ToolCalls),
         (Obj::Tool, b"function") => (0, Slot::Function),
         (Obj::Function, b"arguments") => (0, Slot::Text),
+        (Obj::Usage, b"prompt_tokens") => (0, Slot::Count(0)),
+        (Obj::Usage, b"completion_tokens") => (1, Slot::Count(1)),
+        (Obj::Usage, b"total_tokens") => (2, Slot::Count(2)),
+        (Obj::Usage, b"effective_context") => (3, Slot::Count(3)),
         _ => return None,
     })
 }
@@ -201,21 +277,57 @@ fn member(obj: Obj, key: &[u8]) -> Option<(u8, Slot)> {
 /// (a number at `Int` is checked further).
 fn fits(slot: Slot, c: u8) -> bool {
     match slot {
-        Slot::Any | Slot::Usage | Slot::Error => true,
+        // `usage` is read by `UsageReading`, which may leave it to serde.
+        Slot::Any | Slot::Usage | Slot::Error | Slot::Count(_) => true,
         Slot::Finish => c == b'"' || c == b'n',
         Slot::Top | Slot::Choice | Slot::Tool => c == b'{',
         Slot::Delta | Slot::Function => c == b'{' || c == b'n',
         Slot::Choices => c == b'[',
         Slot::ToolCalls => c == b'[' || c == b'n',
-        Slot::Text => c == b'"' || c == b'n',
+        Slot::Text | Slot::Id | Slot::Model => c == b'"' || c == b'n',
         Slot::Int => c == b'n' || c == b'-' || c.is_ascii_digit(),
     }
 }
 
-/// The chunk's reading: the facts so far, and the spans of string values' contents.
+/// The chunk's reading: the facts and head so far, and the spans of string values' contents.
 struct ChunkReader<'a> {
     facts: Facts,
+    head: Head,
+    usage: UsageReading,
     strings: &'a mut Vec<(usize, usize)>,
+}
+
+/// The reading of a `usage` object under way.
+#[derive(Default)]
+struct UsageReading {
+    start: usize,
+    counts: Counts,
+    /// Nothing but counts so far (see `UsageObject::counts`).
+    only_counts: bool,
+}
+
+impl UsageReading {
+    /// Whether a value starting with byte `c` may be count `which` as `Counts` reads it
+    /// (a number is checked further).
+    fn fits(which: u8, c: u8) -> bool {
+        c.is_ascii_digit() || (which == 3 && c == b'n')
+    }
+
+    /// Count `which` is `n`: serde reads a u64 from a non-negative integer only (`-0` and
+    /// `1.0` are floats to it, and a larger integer too).
+    fn count(&mut self, which: u8, n: Number, json: &[u8]) {
+        let Some(v) = n.magnitude(json).filter(|_| !n.negative) else {
+            self.only_counts = false;
+            return;
+        };
+        let c = &mut self.counts;
+        match which {
+            0 => c.prompt_tokens = v,
+            1 => c.completion_tokens = v,
+            2 => c.total_tokens = v,
+            _ => c.effective_context = Some(v),
+        }
+    }
 }
 
 impl Reader for ChunkReader<'_> {
@@ -223,15 +335,25 @@ impl Reader for ChunkReader<'_> {
     /// The kind of the object, and its known members seen so far, one bit each.
     type Members = (Obj, u8);
 
-    fn value(&mut self, slot: Slot, first: u8, _at: usize) -> Option<()> {
+    fn value(&mut self, slot: Slot, first: u8, at: usize) -> Option<()> {
         self.facts.typed &= fits(slot, first);
         if first != b'n' {
             match slot {
-                Slot::Usage => self.facts.usage = true,
+                Slot::Usage => {
+                    self.facts.usage = true;
+                    self.usage = UsageReading {
+                        start: at,
+                        counts: Counts::default(),
+                        only_counts: true,
+                    };
+                }
                 Slot::Error => self.facts.error = true,
                 Slot::Finish => self.facts.finish = true,
                 _ => {}
             }
+        }
+        if let Slot::Count(which) = slot {
+            self.usage.only_counts &= UsageReading::fits(which, first);
         }
         Some(())
     }
@@ -242,10 +364,14 @@ impl Reader for ChunkReader<'_> {
                 self.facts.object = true;
                 Obj::Chunk
             }
-            Slot::Choice => Obj::Choice,
+            Slot::Choice => {
+                self.facts.choice = true;
+                Obj::Choice
+            }
             Slot::Delta => Obj::Delta,
             Slot::Tool => Obj::Tool,
             Slot::Function => Obj::Function,
+            Slot::Usage => Obj::Usage,
             _ => Obj::Other,
         };
         (obj, 0)
@@ -256,24 +382,45 @@ impl Reader for ChunkReader<'_> {
         if *obj == Obj::Other {
             return Some(Slot::Any);
         }
+        // Inside `usage`, what is not a count is left to serde (which may refuse it), as
+        // the chunk's other members are left to the translator's full parse.
+        let unread = if *obj == Obj::Usage {
+            &mut self.usage.only_counts
+        } else {
+            &mut self.facts.typed
+        };
         if key.escaped {
             // serde matches a key after decoding it (`"us\u0061ge"` is `usage`): not
-            // worth decoding here, the translator's full parse reads such a chunk.
-            self.facts.typed = false;
+            // worth decoding here.
+            *unread = false;
             return Some(Slot::Any);
         }
         Some(match member(*obj, &json[key.start..key.end]) {
             Some((bit, slot)) => {
                 // serde refuses a known member twice.
-                self.facts.typed &= *seen & (1 << bit) == 0;
+                *unread &= *seen & (1 << bit) == 0;
                 *seen |= 1 << bit;
                 slot
             }
-            None => Slot::Any,
+            None => {
+                // A member `Usage` keeps in its `extra`.
+                if *obj == Obj::Usage {
+                    *unread = false;
+                }
+                Slot::Any
+            }
         })
     }
 
-    fn end_object(&mut self, _: Slot, _: (Obj, u8), _end: usize) -> Option<()> {
+    fn end_object(&mut self, slot: Slot, _: (Obj, u8), end: usize) -> Option<()> {
+        if slot == Slot::Usage {
+            let u = &self.usage;
+            self.head.usage = Some(UsageObject {
+                start: u.start,
+                end,
+                counts: u.only_counts.then_some(u.counts),
+            });
+        }
         Some(())
     }
 
@@ -285,19 +432,33 @@ impl Reader for ChunkReader<'_> {
         }
     }
 
-    fn string(&mut self, _: Slot, s: Str, _json: &[u8]) -> Option<()> {
+    fn string(&mut self, slot: Slot, s: Str, _json: &[u8]) -> Option<()> {
         self.facts.lone_surrogate |= s.lone_surrogate;
         self.strings.push((s.start, s.end));
+        match slot {
+            Slot::Id => self.head.id = Some(s),
+            Slot::Model => self.head.model = Some(s),
+            _ => {}
+        }
         Some(())
     }
 
     /// `created` must be a number serde_json reads as an i64: an integer of at most 18
     /// digits always fits, and `-0` it reads as a float.
     fn number(&mut self, slot: Slot, n: Number, json: &[u8]) -> Option<()> {
-        if slot == Slot::Int {
-            self.facts.typed &= !n.fraction_or_exponent
-                && n.int_end - n.int_start <= 18
-                && !(n.negative && json[n.int_start] == b'0');
+        match slot {
+            Slot::Int => {
+                let fits = !n.fraction_or_exponent
+                    && n.int_end - n.int_start <= 18
+                    && !(n.negative && json[n.int_start] == b'0');
+                self.facts.typed &= fits;
+                if let Some(m) = n.magnitude(json).filter(|_| fits) {
+                    let m = m as i64; // below 10^18
+                    self.head.created = if n.negative { -m } else { m };
+                }
+            }
+            Slot::Count(which) => self.usage.count(which, n, json),
+            _ => {}
         }
         Some(())
     }
@@ -539,6 +700,96 @@ mod tests {
         invalid(objects(MAX_DEPTH + 1).as_bytes());
         // Far deeper: refused without exhausting the stack.
         invalid(nested(1_000_000).as_bytes());
+    }
+
+    fn head(json: &str) -> Head {
+        scan_head(json.as_bytes()).expect("valid").1
+    }
+
+    fn text(json: &str, s: Option<Str>) -> Option<&str> {
+        s.map(|s| &json[s.start..s.end])
+    }
+
+    #[test]
+    fn head_of_a_chunk() {
+        let h = head(PLAIN);
+        assert_eq!(
+            (text(PLAIN, h.id), text(PLAIN, h.model)),
+            (Some("c1"), Some("m"))
+        );
+        assert_eq!((h.created, h.usage), (5, None));
+        let json = r#"{"model":"a\"b","id":null,"created":-123456789012345678,"choices":[{"delta":{"content":"c"}}],"x":{"id":"no"}}"#;
+        let h = head(json);
+        assert_eq!((h.id, text(json, h.model)), (None, Some(r#"a\"b"#)));
+        assert!(h.model.unwrap().escaped);
+        assert_eq!(h.created, -123456789012345678);
+        assert_eq!(head(r#"{"created":null}"#).created, 0);
+        assert!(facts(json).choice);
+        assert!(!facts(r#"{"choices":[],"x":[{}]}"#).choice);
+    }
+
+    #[test]
+    fn usage_counts_only_when_usage_reads_nothing_else() {
+        let json = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":18446744073709551615,"effective_context":null}}"#;
+        let u = head(json).usage.unwrap();
+        assert_eq!(
+            &json[u.start..u.end],
+            &json[json.find("{\"p").unwrap()..json.len() - 1]
+        );
+        let counts = Counts {
+            prompt_tokens: 3,
+            completion_tokens: 0,
+            total_tokens: u64::MAX,
+            effective_context: None,
+        };
+        assert_eq!(u.counts, Some(counts));
+        let with = |usage: &str| head(&format!(r#"{{"usage":{usage}}}"#)).usage;
+        assert_eq!(with("{}").unwrap().counts, Some(Counts::default()));
+        assert_eq!(
+            with(r#"{"effective_context":7}"#)
+                .unwrap()
+                .counts
+                .unwrap()
+                .effective_context,
+            Some(7)
+        );
+        for usage in [
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":-0}"#,
+            r#"{"prompt_tokens":1.0}"#,
+            r#"{"prompt_tokens":1e2}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":null}"#,
+            r#"{"prompt_tokens":"1"}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":1}"#,
+            r#"{"pr\u006fmpt_tokens":1}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1}}"#,
+            r#"{"x":null}"#,
+        ] {
+            let u = with(usage).unwrap_or_else(|| panic!("{usage}"));
+            assert_eq!(u.counts, None, "{usage}");
+        }
+        assert_eq!(with("null"), None);
+        assert_eq!(with("[{}]"), None);
+        assert_eq!(with("1"), None);
+    }
+
+    #[test]
+    fn deep_is_reported() {
+        let at = |d: usize| format!(r#"{{"usage":{{"x":{}}}}}"#, nested(d - 2));
+        assert!(!facts(&at(MAX_DEPTH - 1)).deep);
+        assert!(facts(&at(MAX_DEPTH)).deep);
+    }
+
+    #[test]
+    fn stream_scanner_has_a_head_only_for_chunks_it_read_in_full() {
+        let mut s = StreamScanner::default();
+        s.scan(PLAIN.as_bytes());
+        assert_eq!(s.head(), Some(head(PLAIN)));
+        s.scan(PLAIN.replace("\"hi\"", "\"hello\"").as_bytes());
+        assert_eq!(s.head(), None);
+        s.scan(b"{not json");
+        assert_eq!(s.head(), None);
     }
 
     #[test]

@@ -77,22 +77,26 @@ pub trait Reader {
 }
 
 /// Walks the JSON text `json`, whose value sits at `top`, telling `reader` what it meets:
-/// `None` when it is not one valid JSON text or the reader stopped.
-pub fn walk<R: Reader>(json: &[u8], top: R::Place, reader: &mut R) -> Option<()> {
+/// how deep its arrays and objects nest (0 for a scalar), or `None` when it is not one valid
+/// JSON text or the reader stopped.
+pub fn walk<R: Reader>(json: &[u8], top: R::Place, reader: &mut R) -> Option<usize> {
     let mut w = Walker {
         b: json,
         i: 0,
+        deepest: 0,
         reader,
     };
     w.ws();
     w.value(top, 0)?;
     w.ws();
-    (w.i == json.len()).then_some(())
+    (w.i == json.len()).then_some(w.deepest)
 }
 
 struct Walker<'a, R> {
     b: &'a [u8],
     i: usize,
+    /// The deepest nesting met so far.
+    deepest: usize,
     reader: &'a mut R,
 }
 
@@ -153,6 +157,7 @@ impl<R: Reader> Walker<'_, R> {
         if depth > MAX_DEPTH {
             return None;
         }
+        self.deepest = self.deepest.max(depth);
         let mut members = self.reader.object(place);
         self.i += 1;
         self.ws();
@@ -192,6 +197,7 @@ impl<R: Reader> Walker<'_, R> {
         if depth > MAX_DEPTH {
             return None;
         }
+        self.deepest = self.deepest.max(depth);
         let element = self.reader.array(place);
         self.i += 1;
         self.ws();

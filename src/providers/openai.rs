@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::completion::Verbatim;
 use super::http::{error_fields, Upstream};
-use super::json_scan;
 use super::kernel::{self, ChunkWriter, Flow};
 use super::sse::sse_data;
+use super::{json_scan, json_walk};
 use super::{ChatOutcome, ChatStream, Provider, ProviderError};
 use crate::api::openai::{ChatRequest, ChatResponse, Extra, Message, ModelInfo, ModelList, Usage};
 
@@ -198,13 +198,14 @@ impl DeltaHead<'_> {
 /// (id, usage, finish, the answer's text) and holds back the upstream's usage chunk, since
 /// the gateway sends its own (with `effective_context`) at the end.
 ///
-/// Most chunks are plain content deltas or the finish chunk: after the first chunk (which
-/// gives the answer its id, model and time), a chunk that `json_scan` finds to be a JSON
-/// object with no error or usage, whose members the full parse reads all have the right
-/// types, is forwarded without that parse (the scan says whether it finishes the answer); it
-/// would have been forwarded unchanged anyway. Its text only matters when the upstream never
-/// reports usage, so the plain chunks are kept until a usage report comes (then dropped) and
-/// their text is read from them at the end.
+/// Most chunks are plain content deltas or the finish chunk: a chunk that `json_scan` finds
+/// to be a JSON object with no error or usage, whose members the full parse reads all have
+/// the right types, is forwarded without that parse (the scan says whether it finishes the
+/// answer); it would have been forwarded unchanged anyway. Its text only matters when the
+/// upstream never reports usage, so the plain chunks are kept until a usage report comes
+/// (then dropped) and their text is read from them at the end. The first chunk's id, model
+/// and time, and the usage report's counts, come from the same scan (`json_scan::Head`)
+/// when it read them as the full parse would; anything else takes the full parse.
 #[derive(Default)]
 struct StreamTranslator {
     finished: bool,
@@ -265,23 +266,82 @@ impl StreamTranslator {
             self.recover_text(out);
             return Ok(Flow::Done);
         }
-        let facts = if out.is_started() {
-            self.scanner.scan(data).filter(|f| forwardable(*f))
-        } else {
-            None
+        let Some(facts) = self.scanner.scan(data).filter(|f| readable(*f)) else {
+            return self.parse_event(data, out);
         };
-        if let Some(facts) = facts {
-            // The full parse would set this from the same `finish_reason` members.
-            self.finished |= facts.finish;
-            let chunk = match event {
-                Some(e) => e.slice_ref(data),
-                None => Bytes::copy_from_slice(data),
+        if facts.usage {
+            return match self.usage_report(data, facts, out) {
+                Some(()) => Ok(Flow::More),
+                None => self.parse_event(data, out),
             };
-            self.keep(data, out);
-            out.verbatim(chunk, "");
-            return Ok(Flow::More);
         }
-        self.parse_event(data, out)
+        if !out.is_started() && self.start(data, out).is_none() {
+            return self.parse_event(data, out);
+        }
+        // The full parse would set this from the same `finish_reason` members.
+        self.finished |= facts.finish;
+        let chunk = match event {
+            Some(e) => e.slice_ref(data),
+            None => Bytes::copy_from_slice(data),
+        };
+        self.keep(data, out);
+        out.verbatim(chunk, "");
+        Ok(Flow::More)
+    }
+
+    /// The answer's id, model and time from the first chunk's head, as the full parse sets
+    /// them; `None` when the scan did not read them (the full parse then does).
+    fn start(&self, data: &[u8], out: &mut ChunkWriter) -> Option<()> {
+        let head = self.scanner.head()?;
+        let id = match head.id {
+            Some(s) => Some(decoded(data, s)?),
+            None => None,
+        };
+        let model = match head.model {
+            Some(s) => decoded(data, s)?,
+            None => Cow::Borrowed(""),
+        };
+        if let Some(id) = id {
+            out.set_id(id);
+        }
+        out.set_model(&model);
+        out.set_created(head.created);
+        Some(())
+    }
+
+    /// A usage report without choices (how OpenAI sends it), as the full parse reads it:
+    /// `None` when the scan cannot say what that gives (usage riding on a content chunk,
+    /// which goes on re-serialized without it; a usage object that may not be a `Usage`).
+    fn usage_report(
+        &mut self,
+        data: &[u8],
+        facts: json_scan::Facts,
+        out: &mut ChunkWriter,
+    ) -> Option<()> {
+        if facts.choice {
+            return None;
+        }
+        let at = self.scanner.head()?.usage?;
+        let usage = match at.counts {
+            Some(c) => Usage {
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                total_tokens: c.total_tokens,
+                effective_context: c.effective_context,
+                extra: Extra::new(),
+            },
+            // Parsed alone it is read as in the whole chunk, but for serde_json's depth
+            // limit, which counts from the top.
+            None if !facts.deep => serde_json::from_slice(&data[at.start..at.end]).ok()?,
+            None => return None,
+        };
+        if !out.is_started() {
+            self.start(data, out)?;
+        }
+        out.usage(usage);
+        self.usage_seen = true;
+        self.kept = Vec::new();
+        Some(())
     }
 
     /// Keeps a forwarded chunk whose text is not in the answer yet (unless usage came).
@@ -389,10 +449,24 @@ impl StreamTranslator {
     }
 }
 
-/// A chunk forwarded without the full parse (see `StreamTranslator`): a content delta, or
-/// the finish chunk (whose `finish_reason` the scan reports).
-fn forwardable(f: json_scan::Facts) -> bool {
-    f.object && f.typed && !f.error && !f.usage && !f.lone_surrogate
+/// A chunk read without the full parse (see `StreamTranslator`), if its usage is too: an
+/// object the full parse reads without error, not an error report. Forwarded when it has no
+/// usage: a content delta, or the finish chunk (whose `finish_reason` the scan reports).
+fn readable(f: json_scan::Facts) -> bool {
+    f.object && f.typed && !f.error && !f.lone_surrogate
+}
+
+/// A string's contents decoded as serde does, `None` when it cannot decode them.
+fn decoded(json: &[u8], s: json_walk::Str) -> Option<Cow<'_, str>> {
+    if s.escaped {
+        // Rare in an id or model name: serde_json itself decodes it.
+        return serde_json::from_slice(&json[s.start - 1..=s.end])
+            .ok()
+            .map(Cow::Owned);
+    }
+    std::str::from_utf8(&json[s.start..s.end])
+        .ok()
+        .map(Cow::Borrowed)
 }
 
 fn translate_stream(

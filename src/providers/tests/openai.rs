@@ -46,9 +46,10 @@ fn usage_chunk_is_held_back_and_other_chunks_pass_verbatim() {
     assert!(s.on_event(b"{not json", &mut w).is_err());
     let end = w.end();
     assert_eq!(end.usage.as_ref().unwrap().total_tokens, 4);
+    // The answer's text is not collected once usage came: it is only counted without it.
     assert_eq!(
-        (end.id.as_str(), end.created, end.completion.as_str()),
-        ("c1", 5, "hi")
+        (end.id.as_str(), end.model.as_str(), end.created),
+        ("c1", "m", 5)
     );
 }
 
@@ -138,9 +139,16 @@ fn outcome(mut tr: impl kernel::StreamTranslator, events: &[Vec<u8>], shared: bo
     }
 }
 
+/// The members before `object` in most chunks (each followed by a comma).
+const HEAD: &str = r#""id":"chatcmpl-1","created":7,"model":"m","#;
+
 fn chunk(delta: &str, finish: &str, tail: &str) -> String {
+    chunk_under(HEAD, delta, finish, tail)
+}
+
+fn chunk_under(head: &str, delta: &str, finish: &str, tail: &str) -> String {
     format!(
-        r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]{tail}}}"#
+        r#"{{{head}"object":"chat.completion.chunk","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]{tail}}}"#
     )
 }
 
@@ -177,10 +185,15 @@ fn plain_chunks_go_as_slices_of_the_event() {
         assert_eq!(s.on_shared_event(&event, data, &mut w).unwrap(), Flow::More);
         let out = w.pop().unwrap();
         assert_eq!(&out[..], data);
-        // The first chunk is read in full (and copied); later plain ones are not.
-        assert_eq!(out.as_ptr() == data.as_ptr(), text == "b", "{text}");
+        // The first chunk too: its id, model and time come from the scan.
+        assert_eq!(out.as_ptr(), data.as_ptr(), "{text}");
     }
-    assert_eq!(s.kept.len(), content("b").len() + 1);
+    assert_eq!(s.kept.len(), content("a").len() + content("b").len() + 2);
+    let end = w.end();
+    assert_eq!(
+        (end.id.as_str(), end.model.as_str(), end.created),
+        ("chatcmpl-1", "m", 7)
+    );
 }
 
 #[test]
@@ -305,6 +318,128 @@ fn text() -> impl Strategy<Value = String> {
         .prop_map(|(t, how)| literal(t, how))
 }
 
+/// A chunk's `id`, `model` and `created` (each followed by a comma): mostly the usual
+/// ones, now and then escaped, null, missing, or of a value the full parse refuses.
+fn head() -> BoxedStrategy<String> {
+    let text = || {
+        prop_oneof![
+            2 => text().prop_map(|t| format!("\"{t}\"")),
+            1 => Just("null".to_string()),
+            1 => Just(String::new()),
+            1 => Just("5".to_string()),
+        ]
+    };
+    let created = prop::sample::select(
+        &[
+            "",
+            "null",
+            "0",
+            "-5",
+            "1700000000",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "18446744073709551616",
+            "1.5",
+            "-0",
+            "1e3",
+            "\"7\"",
+        ][..],
+    );
+    let member = |name: &str, v: &str| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("\"{name}\":{v},")
+        }
+    };
+    prop_oneof![
+        3 => Just(HEAD.to_string()),
+        2 => (text(), text(), created).prop_map(move |(id, model, created)| {
+            member("id", &id) + &member("model", &model) + &member("created", created)
+        }),
+    ]
+    .boxed()
+}
+
+/// A `usage` object: mostly counts (now and then one `Usage` refuses, or a repeat), else
+/// also what `Usage` keeps in its `extra` (details objects, other values) and escaped keys.
+fn usage_object() -> BoxedStrategy<String> {
+    let count_key = || {
+        prop::sample::select(
+            &[
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "effective_context",
+            ][..],
+        )
+    };
+    let count = || {
+        prop_oneof![
+            3 => "0|[1-9][0-9]{0,3}",
+            1 => prop::sample::select(
+                &[
+                    "18446744073709551615", "18446744073709551616", "-1", "-0", "1.0", "1e2",
+                    "null", "\"3\"", "true", "[]",
+                ][..],
+            )
+            .prop_map(str::to_string),
+        ]
+    };
+    let key = prop_oneof![
+        3 => count_key(),
+        1 => prop::sample::select(
+            &["prompt_tokens_details", "x", "pr\\u006fmpt_tokens", "\\u0078"][..]
+        ),
+    ];
+    let value = prop_oneof![
+        6 => count(),
+        1 => Just(r#"{"cached_tokens":2,"audio_tokens":0}"#.to_string()),
+        1 => text().prop_map(|t| format!("\"{t}\"")),
+        1 => Just(r#"[1,{"a":null},"b"]"#.to_string()),
+    ];
+    let members = prop_oneof![
+        2 => prop::collection::vec((count_key(), count()), 0..4),
+        1 => prop::collection::vec((key, value), 0..5),
+    ];
+    members
+        .prop_map(|members| {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        })
+        .boxed()
+}
+
+/// A usage report: under a head, with no choices (as OpenAI sends it), or riding on a
+/// content chunk; now and then nesting as deep as serde_json allows, or one level more
+/// (inside the usage, where serde builds values, or beside it, where serde skips them).
+fn usage_event() -> BoxedStrategy<String> {
+    let choices = prop_oneof![
+        Just(r#""choices":[],"#),
+        Just(""),
+        Just(r#""choices":[{"delta":{"content":"u"},"finish_reason":"stop"}],"#),
+    ];
+    let report =
+        (head(), choices, usage_object()).prop_map(|(h, c, u)| format!(r#"{{{h}{c}"usage":{u}}}"#));
+    let deep = (124usize..128, any::<bool>(), any::<bool>()).prop_map(|(n, inside, more)| {
+        let nested = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let extra = if more { r#","x":1"# } else { "" };
+        if inside {
+            format!(r#"{{"choices":[],"usage":{{"total_tokens":3,"d":{nested}{extra}}}}}"#)
+        } else {
+            format!(r#"{{"choices":[],"d":{nested},"usage":{{"total_tokens":3{extra}}}}}"#)
+        }
+    });
+    prop_oneof![8 => report, 1 => deep].boxed()
+}
+
 fn upstream_event() -> impl Strategy<Value = String> {
     let delta = prop_oneof![
         text().prop_map(|t| format!(r#"{{"content":"{t}"}}"#)),
@@ -329,8 +464,10 @@ fn upstream_event() -> impl Strategy<Value = String> {
         Just(r#","x":{"finish_reason":"stop","usage":{}}"#),
     ];
     let ev = prop_oneof![
-        12 => (delta, finish, prop_oneof![6 => Just(""), 1 => tail]).prop_map(|(d, f, t)| chunk(&d, f, t)),
+        12 => (head(), delta, finish, prop_oneof![6 => Just(""), 1 => tail])
+            .prop_map(|(h, d, f, t)| chunk_under(&h, &d, f, t)),
         1 => Just(USAGE.to_string()),
+        2 => usage_event(),
         1 => Just("[DONE]".to_string()),
         1 => prop_oneof![Just("4"), Just("[]"), Just("\"x\""), Just("null"), Just("{}"),
             Just(r#"{"choices":null}"#), Just(r#"{"created":-0,"choices":[]}"#)]
