@@ -270,6 +270,37 @@ fn daemon_start_is_not_fooled_by_another_server_on_the_port() {
 
 /// Runs `aisbf serve` with `format`, makes three requests (ok, stream, a failing provider)
 /// with ids `{tag}-1..3`, stops it, and returns its log.
+/// `aisbf` in the foreground on `port` with the config in `dir` and `extra` flags, logging
+/// at info to `dir/stderr.log`; returns once it accepts connections.
+fn serve_logged(dir: &Path, port: u16, extra: &[&str]) -> std::process::Child {
+    let server = Command::new(BIN)
+        .args([
+            "--config-dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    wait_until("the server", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    server
+}
+
+fn terminate(server: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
 fn serve_and_log(format: &str, tag: &str) -> String {
     let up = format!("http://127.0.0.1:{}/v1", upstream(3));
     let dead = {
@@ -289,22 +320,7 @@ fn serve_and_log(format: &str, tag: &str) -> String {
     .unwrap();
     let log_path = tmp.path().join("stderr.log");
     let port = free_port();
-    let mut server = Command::new(BIN)
-        .args([
-            "--config-dir",
-            tmp.path().to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--log-format",
-            format,
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    wait_until("the server", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut server = serve_logged(tmp.path(), port, &["--log-format", format]);
     let r = chat(port, "up/m", false, &format!("x-request-id: {tag}-1\r\n"));
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.contains(&format!("x-request-id: {tag}-1")), "{r}");
@@ -320,11 +336,7 @@ fn serve_and_log(format: &str, tag: &str) -> String {
     wait_until("three access lines", || {
         count(&log_path, "aisbf::access") >= 3
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    terminate(&server);
     assert!(server.wait().unwrap().success());
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!log.contains(KEY), "a key in the log: {log}");
@@ -425,20 +437,7 @@ fn several_workers_serve_and_drain_streams_on_sigterm() {
     std::fs::write(tmp.path().join("aisbf.json"), r#"{"server":{"workers":3}}"#).unwrap();
     let log_path = tmp.path().join("stderr.log");
     let port = free_port();
-    let mut server = Command::new(BIN)
-        .args([
-            "--config-dir",
-            tmp.path().to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    wait_until("the server", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut server = serve_logged(tmp.path(), port, &[]);
     // Bound before the state is built: the line may follow the first connection.
     wait_until("the start-up line", || {
         count(&log_path, "3 worker threads") == 1
@@ -457,11 +456,7 @@ fn several_workers_serve_and_drain_streams_on_sigterm() {
         count(&log_path, "aisbf::access") >= 12 && TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     std::thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    terminate(&server);
     for s in streams {
         let r = s.join().unwrap();
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");

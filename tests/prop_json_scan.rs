@@ -8,10 +8,13 @@
 //! The stream scanner (which reads only the strings that changed since a chunk it scanned
 //! in full) says what the scanner says of every chunk of a stream of chunk variants.
 
+mod prop_common;
+
 use std::collections::HashSet;
 use std::fmt;
 
 use aisbf::providers::json_scan::{scan, scan_head, Facts, StreamScanner, MAX_DEPTH};
+use prop_common::cases;
 use proptest::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -457,26 +460,7 @@ fn rendered(j: impl Strategy<Value = J>) -> impl Strategy<Value = Vec<u8>> {
 /// Valid JSON with one to three bytes changed, inserted or removed, or cut short.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let json = prop_oneof![rendered(chunk()), rendered(tree())];
-    let edits = prop::collection::vec((0u8..4, any::<usize>(), any::<u8>()), 1..4);
-    let byte = prop_oneof![
-        any::<u8>(),
-        prop::sample::select(&b"{}[]\",:\\u0-.eE \x01\x80\xff"[..])
-    ];
-    (json, edits, byte).prop_map(|(mut b, edits, with)| {
-        for (how, at, byte) in edits {
-            let at = if b.is_empty() { 0 } else { at % b.len() };
-            let byte = if how % 2 == 0 { with } else { byte };
-            match how {
-                0 if !b.is_empty() => b[at] = byte,
-                1 => b.insert(at, byte),
-                2 if !b.is_empty() => {
-                    b.remove(at);
-                }
-                _ => b.truncate(at),
-            }
-        }
-        b
-    })
+    prop_common::mutated(json, b"{}[]\",:\\u0-.eE \x01\x80\xff")
 }
 
 /// JSON-like tokens in any order.
@@ -556,13 +540,6 @@ fn stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
             }
             out
         })
-}
-
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

@@ -11,11 +11,14 @@
 //! unknown members) or a usage written as an array (serde's derive reads a struct from an
 //! array of its fields). No generated answer nests beyond the scan's depth limit.
 
+mod prop_common;
+
 use std::borrow::Cow;
 
 use aisbf::providers::completion::Verbatim;
 use aisbf::providers::completion_scan::{scan, Found};
 use bytes::Bytes;
+use prop_common::cases;
 use proptest::prelude::*;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -457,34 +460,10 @@ fn answer() -> impl Strategy<Value = String> {
 
 /// An answer with one to three bytes changed, inserted or removed, or cut short.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
-    let edits = prop::collection::vec((0u8..4, any::<usize>(), any::<u8>()), 1..4);
-    let byte = prop_oneof![
-        any::<u8>(),
-        prop::sample::select(&b"{}[]\",:\\u0-.eE \x01\x80\xffn"[..])
-    ];
-    (answer(), edits, byte).prop_map(|(text, edits, with)| {
-        let mut b = text.into_bytes();
-        for (how, at, byte) in edits {
-            let at = if b.is_empty() { 0 } else { at % b.len() };
-            let byte = if how % 2 == 0 { with } else { byte };
-            match how {
-                0 if !b.is_empty() => b[at] = byte,
-                1 => b.insert(at, byte),
-                2 if !b.is_empty() => {
-                    b.remove(at);
-                }
-                _ => b.truncate(at),
-            }
-        }
-        b
-    })
-}
-
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
+    prop_common::mutated(
+        answer().prop_map(String::into_bytes),
+        b"{}[]\",:\\u0-.eE \x01\x80\xffn",
+    )
 }
 
 proptest! {
